@@ -1,0 +1,80 @@
+/**
+ * Reads its venue's check-ins from GS_CHECKINS so that a ticket admitted at gate A is refused
+ * `already_used` at gate B within a second while both are online.
+ *
+ * An ordered consumer (ephemeral, no server state to clean up, recreated by the client on any gap)
+ * starts after the position kept in SQLite; each batch of check-ins updates who is inside and moves the
+ * position in one transaction. When the consumer ends for any reason it is started again from the
+ * stored position, so nothing is skipped across reconnects or restarts.
+ */
+import { DeliverPolicy, type JetStreamClient } from '@nats-io/jetstream';
+import { type CheckinMessage, decodeCheckin } from '../shared/checkins.ts';
+import type { Logger } from '../shared/logger.ts';
+import { RetryLoop } from '../shared/retry-loop.ts';
+import { STREAMS, subjects } from '../shared/subjects.ts';
+import type { TicketStore } from './ticket-store.ts';
+
+export interface PeerCheckinsOptions {
+  js: JetStreamClient;
+  store: TicketStore;
+  venue: string;
+  logger: Logger;
+  onApplied?: (count: number) => void;
+}
+
+export class PeerCheckins {
+  private readonly loop: RetryLoop;
+
+  constructor(private readonly opts: PeerCheckinsOptions) {
+    this.loop = new RetryLoop({
+      logger: opts.logger,
+      what: 'venue check-in reader',
+      round: () => this.round(),
+    });
+  }
+
+  get lastError(): string | undefined {
+    return this.loop.lastError;
+  }
+
+  start(): void {
+    this.loop.start();
+  }
+
+  stop(): Promise<void> {
+    return this.loop.stop();
+  }
+
+  /** One ordered consumer from the stored position, read until it ends. */
+  private async round(): Promise<void> {
+    const from = this.opts.store.syncPosition(STREAMS.checkins).lastSeq;
+    const consumer = await this.opts.js.consumers.get(STREAMS.checkins, {
+      filter_subjects: subjects.venueCheckins(this.opts.venue),
+      ...(from > 0
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from + 1 }
+        : { deliver_policy: DeliverPolicy.All }),
+    });
+    const iter = await consumer.consume({ max_messages: 1_000, expires: 5_000 });
+    this.loop.track(iter);
+    let batch: CheckinMessage[] = [];
+    let lastWrite = 0;
+    for await (const m of iter) {
+      try {
+        const c = decodeCheckin(m.data);
+        // This gate's own check-ins come back too; those its store holds change nothing.
+        if (c.decision === 'admit' && !this.opts.store.hasCheckin(c.id)) batch.push(c);
+      } catch {
+        this.opts.logger.warn({ subject: m.subject, seq: m.seq }, 'malformed check-in skipped');
+      }
+      // The position alone is written at most every 2 s: re-reading a few check-ins is harmless.
+      const now = Date.now();
+      if ((m.info.pending === 0 || batch.length >= 500) && (batch.length > 0 || now - lastWrite > 2_000)) {
+        const applied = this.opts.store.applyVenueCheckins(STREAMS.checkins, batch, m.seq);
+        this.opts.onApplied?.(applied);
+        batch = [];
+        lastWrite = now;
+      }
+      if (this.loop.stopping) break;
+    }
+  }
+}

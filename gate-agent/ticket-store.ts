@@ -1,0 +1,455 @@
+/**
+ * The gate agent's local truth: one SQLite file (WAL) holding the venue's tickets, the
+ * stream position they were read up to, every check-in this agent recorded (which is also the outbox),
+ * and who is inside.
+ *
+ * Applying ticket events and recording the stream position happen in one transaction, so a crash at any
+ * point leaves the file either before or after a batch, never between. Stale revisions never overwrite
+ * newer ones: the upsert only replaces a row whose rev is lower.
+ *
+ * Check-in states: unsent (sent_at IS NULL) -> sent (acked by JetStream). Nothing else moves them.
+ */
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
+import type { TicketEvent, TicketStatus } from '../shared/events.ts';
+
+export type Direction = 'in' | 'out';
+export type Decision = 'admit' | 'reject';
+export type RejectReason =
+  | 'unknown'
+  | 'revoked'
+  | 'already_used'
+  | 'not_inside'
+  | 'wrong_venue'
+  | 'wrong_gate'
+  | 'not_yet_valid'
+  | 'expired'
+  | 'bad_signature'
+  | 'malformed';
+
+export interface StoredTicket {
+  id: string;
+  rev: number;
+  status: TicketStatus;
+  holder: string;
+  tier: string;
+  seat: string | null;
+  gates: string[];
+  valid_from: number;
+  valid_until: number;
+  revoked_reason: string | null;
+  qr_hash: Buffer;
+  stream_seq: number;
+  event_at: number;
+}
+
+export interface Presence {
+  ticket_id: string;
+  inside: boolean;
+  first_checkin_id: string;
+  last_checkin_id: string;
+  last_at: number;
+  entries: number;
+}
+
+export interface CheckinRecord {
+  seq: number;
+  id: string;
+  agent: string;
+  venue: string;
+  gate: string;
+  ticket_id: string | null;
+  direction: Direction;
+  decision: Decision;
+  reason: RejectReason | null;
+  scanner: string;
+  method: 'qr' | 'code' | 'none';
+  unsynced_ticket: boolean;
+  scanned_at: number;
+  sent_at: number | null;
+}
+
+export interface AppliedEvent {
+  seq: number;
+  event: TicketEvent;
+}
+
+export interface ApplyResult {
+  applied: number;
+  stale: number;
+}
+
+const MIGRATIONS: string[] = [
+  // 1: tickets, sync position, check-ins (outbox), presence.
+  `
+  CREATE TABLE tickets (
+    id TEXT PRIMARY KEY,
+    rev INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('valid', 'revoked')),
+    holder TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    seat TEXT,
+    gates TEXT NOT NULL,
+    valid_from INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    revoked_reason TEXT,
+    qr_hash BLOB NOT NULL,
+    stream_seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_at INTEGER NOT NULL,
+    applied_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE sync_state (
+    stream TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    last_event_at INTEGER,
+    last_applied_at INTEGER
+  ) WITHOUT ROWID;
+  CREATE TABLE checkins (
+    -- Plain rowid, not AUTOINCREMENT: rows are never deleted, so ids only grow, and each commit skips a
+    -- write to sqlite_sequence.
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    agent TEXT NOT NULL,
+    venue TEXT NOT NULL,
+    gate TEXT NOT NULL,
+    ticket_id TEXT,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    decision TEXT NOT NULL CHECK (decision IN ('admit', 'reject')),
+    reason TEXT,
+    scanner TEXT NOT NULL,
+    method TEXT NOT NULL,
+    unsynced_ticket INTEGER NOT NULL DEFAULT 0,
+    scanned_at INTEGER NOT NULL,
+    sent_at INTEGER
+  );
+  CREATE INDEX checkins_unsent ON checkins (seq) WHERE sent_at IS NULL;
+  CREATE TABLE presence (
+    ticket_id TEXT PRIMARY KEY,
+    inside INTEGER NOT NULL,
+    first_checkin_id TEXT NOT NULL,
+    last_checkin_id TEXT NOT NULL,
+    last_at INTEGER NOT NULL,
+    entries INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+  // 2: small facts about the store itself (the trusted-key set it was synced with).
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  `,
+];
+
+/** 16 bytes of sha256: enough to tell tokens apart, half the space of the full digest. */
+export function qrHash(token: string): Buffer {
+  return createHash('sha256').update(token).digest().subarray(0, 16);
+}
+
+interface TicketRow extends Omit<StoredTicket, 'gates'> {
+  gates: string;
+}
+
+interface PresenceRow extends Omit<Presence, 'inside'> {
+  inside: number;
+}
+
+interface CheckinRow extends Omit<CheckinRecord, 'unsynced_ticket'> {
+  unsynced_ticket: number;
+}
+
+export class TicketStore {
+  readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(readonly path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    // NORMAL: commits do not fsync on the event loop. A scan's answer still waits until its check-in is
+    // on disk: ScanService fsyncs the WAL file off the main thread first (see wal-sync.ts).
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+    this.migrate();
+    this.stmts = {
+      getTicket: this.db.prepare<[string], TicketRow>(
+        `SELECT id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason, qr_hash,
+                stream_seq, event_at FROM tickets WHERE id = ?`,
+      ),
+      upsertTicket: this.db.prepare(
+        `INSERT INTO tickets (id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason,
+                              qr_hash, stream_seq, event_id, event_at, applied_at)
+         VALUES (@id, @rev, @status, @holder, @tier, @seat, @gates, @valid_from, @valid_until, @revoked_reason,
+                 @qr_hash, @stream_seq, @event_id, @event_at, @applied_at)
+         ON CONFLICT (id) DO UPDATE SET
+           rev = excluded.rev, status = excluded.status, holder = excluded.holder, tier = excluded.tier,
+           seat = excluded.seat, gates = excluded.gates, valid_from = excluded.valid_from,
+           valid_until = excluded.valid_until, revoked_reason = excluded.revoked_reason,
+           qr_hash = excluded.qr_hash, stream_seq = excluded.stream_seq, event_id = excluded.event_id,
+           event_at = excluded.event_at, applied_at = excluded.applied_at
+         WHERE excluded.rev > tickets.rev`,
+      ),
+      getSync: this.db.prepare<
+        [string],
+        { last_seq: number; last_event_at: number | null; last_applied_at: number | null }
+      >('SELECT last_seq, last_event_at, last_applied_at FROM sync_state WHERE stream = ?'),
+      setSync: this.db.prepare(
+        `INSERT INTO sync_state (stream, last_seq, last_event_at, last_applied_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq,
+           last_event_at = coalesce(excluded.last_event_at, sync_state.last_event_at),
+           last_applied_at = excluded.last_applied_at
+         WHERE excluded.last_seq > sync_state.last_seq`,
+      ),
+      countTickets: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM tickets'),
+      getPresence: this.db.prepare<[string], PresenceRow>(
+        'SELECT ticket_id, inside, first_checkin_id, last_checkin_id, last_at, entries FROM presence WHERE ticket_id = ?',
+      ),
+      upsertPresence: this.db.prepare(
+        `INSERT INTO presence (ticket_id, inside, first_checkin_id, last_checkin_id, last_at, entries)
+         VALUES (@ticket_id, @inside, @checkin_id, @checkin_id, @at, @entry)
+         ON CONFLICT (ticket_id) DO UPDATE SET inside = excluded.inside, last_checkin_id = excluded.last_checkin_id,
+           last_at = excluded.last_at, entries = presence.entries + excluded.entries
+         WHERE excluded.last_at >= presence.last_at AND presence.last_checkin_id != excluded.last_checkin_id`,
+      ),
+      insertCheckin: this.db.prepare(
+        `INSERT INTO checkins (id, agent, venue, gate, ticket_id, direction, decision, reason, scanner, method,
+                               unsynced_ticket, scanned_at)
+         VALUES (@id, @agent, @venue, @gate, @ticket_id, @direction, @decision, @reason, @scanner, @method,
+                 @unsynced_ticket, @scanned_at)
+         ON CONFLICT (id) DO NOTHING`,
+      ),
+      unsent: this.db.prepare<[number, number, number], CheckinRow>(
+        'SELECT * FROM checkins WHERE sent_at IS NULL AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+      ),
+      maxSeq: this.db.prepare<[], { m: number | null }>('SELECT max(seq) AS m FROM checkins'),
+      markSent: this.db.prepare('UPDATE checkins SET sent_at = ? WHERE seq = ? AND sent_at IS NULL'),
+      outboxStats: this.db.prepare<[], { n: number; oldest: number | null }>(
+        // The oldest unsent row is the first by seq on the partial index: no scan of every unsent row.
+        `SELECT (SELECT count(*) FROM checkins WHERE sent_at IS NULL) AS n,
+                (SELECT scanned_at FROM checkins WHERE sent_at IS NULL ORDER BY seq LIMIT 1) AS oldest`,
+      ),
+      recentCheckins: this.db.prepare<[number], CheckinRow>(
+        'SELECT * FROM checkins ORDER BY seq DESC LIMIT ?',
+      ),
+      countCheckins: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM checkins'),
+      hasCheckin: this.db.prepare<[string], { one: number }>('SELECT 1 AS one FROM checkins WHERE id = ?'),
+    };
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v] as string);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  getTicket(id: string): StoredTicket | undefined {
+    const row = this.stmts.getTicket.get(id);
+    return row === undefined ? undefined : { ...row, gates: JSON.parse(row.gates) as string[] };
+  }
+
+  private countCache = { n: 0, at: 0 };
+
+  /** Tickets held; counting 100,000 rows takes milliseconds, so the answer is reused for a second. */
+  ticketCount(): number {
+    const now = Date.now();
+    if (now - this.countCache.at > 1_000)
+      this.countCache = { n: this.stmts.countTickets.get()?.n ?? 0, at: now };
+    return this.countCache.n;
+  }
+
+  /**
+   * A transaction for state that can be derived again (tickets and positions re-read from the streams,
+   * sent marks that only cause a harmless re-send): it needs no fsync of its own, and the next scan's
+   * WAL sync makes it durable anyway, since WAL frames reach the disk in order.
+   */
+  private relaxed<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  syncPosition(stream: string): {
+    lastSeq: number;
+    lastEventAt: number | null;
+    lastAppliedAt: number | null;
+  } {
+    const row = this.stmts.getSync.get(stream);
+    return {
+      lastSeq: row?.last_seq ?? 0,
+      lastEventAt: row?.last_event_at ?? null,
+      lastAppliedAt: row?.last_applied_at ?? null,
+    };
+  }
+
+  /**
+   * Applies verified events and moves the stream position to `upToSeq` in one transaction. `upToSeq`
+   * may be past the last event when the batch ended in messages that were dropped (bad signatures):
+   * they are never to be read again. Events at or below the stored position are skipped, so a
+   * redelivery after a crash is harmless.
+   */
+  applyTicketEvents(stream: string, events: AppliedEvent[], upToSeq: number): ApplyResult {
+    return this.relaxed((): ApplyResult => {
+      const from = this.syncPosition(stream).lastSeq;
+      const now = Date.now();
+      let applied = 0;
+      let stale = 0;
+      let lastEventAt: number | null = null;
+      for (const { seq, event } of events) {
+        if (seq <= from) continue;
+        const t = event.ticket;
+        const info = this.stmts.upsertTicket.run({
+          id: t.id,
+          rev: event.rev,
+          status: t.status,
+          holder: t.holder,
+          tier: t.tier,
+          seat: t.seat,
+          gates: JSON.stringify(t.gates),
+          valid_from: t.valid_from,
+          valid_until: t.valid_until,
+          revoked_reason: t.revoked_reason,
+          qr_hash: qrHash(t.qr),
+          stream_seq: seq,
+          event_id: event.id,
+          event_at: event.at,
+          applied_at: now,
+        });
+        if (info.changes > 0) applied++;
+        else stale++;
+        lastEventAt = event.at;
+      }
+      if (upToSeq > from) this.stmts.setSync.run(stream, upToSeq, lastEventAt, now);
+      if (applied > 0) this.countCache.at = 0;
+      return { applied, stale };
+    });
+  }
+
+  hasCheckin(id: string): boolean {
+    return this.stmts.hasCheckin.get(id) !== undefined;
+  }
+
+  getMeta(key: string): string | undefined {
+    const row = this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(key);
+    return row?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db
+      .prepare(
+        'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      )
+      .run(key, value);
+  }
+
+  /**
+   * Forgets how far a stream was read, so the next sync reads it again from the start. Stored tickets
+   * stay (a re-read only adds what was skipped and replaces older revisions).
+   */
+  resetSyncPosition(stream: string): void {
+    this.db.prepare('DELETE FROM sync_state WHERE stream = ?').run(stream);
+  }
+
+  getPresence(ticketId: string): Presence | undefined {
+    const row = this.stmts.getPresence.get(ticketId);
+    return row === undefined ? undefined : { ...row, inside: row.inside === 1 };
+  }
+
+  /** Records a check-in and, for an admission, who is inside. Call inside a transaction for group commit. */
+  recordCheckin(c: Omit<CheckinRecord, 'seq' | 'sent_at'>): number {
+    const info = this.stmts.insertCheckin.run({ ...c, unsynced_ticket: c.unsynced_ticket ? 1 : 0 });
+    if (info.changes > 0 && c.decision === 'admit' && c.ticket_id !== null) {
+      this.stmts.upsertPresence.run({
+        ticket_id: c.ticket_id,
+        inside: c.direction === 'in' ? 1 : 0,
+        checkin_id: c.id,
+        at: c.scanned_at,
+        entry: c.direction === 'in' ? 1 : 0,
+      });
+    }
+    return Number(info.lastInsertRowid);
+  }
+
+  /**
+   * Applies the venue's check-ins read from GS_CHECKINS (other gates' and, after a store was replaced,
+   * this gate's own) to who is inside, and moves the stream position, in one transaction.
+   */
+  applyVenueCheckins(
+    stream: string,
+    items: {
+      ticket_id: string | null;
+      id: string;
+      direction: Direction;
+      decision: Decision;
+      scanned_at: number;
+    }[],
+    upToSeq: number,
+  ): number {
+    return this.relaxed((): number => {
+      const from = this.syncPosition(stream).lastSeq;
+      if (upToSeq <= from) return 0;
+      let applied = 0;
+      for (const c of items) {
+        if (c.decision !== 'admit' || c.ticket_id === null) continue;
+        const info = this.stmts.upsertPresence.run({
+          ticket_id: c.ticket_id,
+          inside: c.direction === 'in' ? 1 : 0,
+          checkin_id: c.id,
+          at: c.scanned_at,
+          entry: c.direction === 'in' ? 1 : 0,
+        });
+        applied += info.changes;
+      }
+      this.stmts.setSync.run(stream, upToSeq, null, Date.now());
+      return applied;
+    });
+  }
+
+  /** Runs `fn` in one transaction: one fsync for everything it writes (group commit). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  maxCheckinSeq(): number {
+    return this.stmts.maxSeq.get()?.m ?? 0;
+  }
+
+  /** Unsent check-ins after `afterSeq`, up to `upToSeq` (the durable ones), in order. */
+  unsentCheckins(afterSeq: number, limit: number, upToSeq = Number.MAX_SAFE_INTEGER): CheckinRecord[] {
+    return this.stmts.unsent
+      .all(afterSeq, upToSeq, limit)
+      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
+  }
+
+  markSent(seqs: number[], at = Date.now()): void {
+    this.relaxed(() => {
+      for (const s of seqs) this.stmts.markSent.run(at, s);
+    });
+  }
+
+  /**
+   * Puts every check-in back in the outbox, for an operator replay (say, after the hub lost data).
+   * Harmless by design: the stream refuses the ones it holds. Returns how many rows were re-queued.
+   */
+  requeueAll(): number {
+    return this.db.prepare('UPDATE checkins SET sent_at = NULL WHERE sent_at IS NOT NULL').run().changes;
+  }
+
+  outboxStats(): { depth: number; oldestScannedAt: number | null } {
+    const row = this.stmts.outboxStats.get();
+    return { depth: row?.n ?? 0, oldestScannedAt: row?.oldest ?? null };
+  }
+
+  recentCheckins(limit: number): CheckinRecord[] {
+    return this.stmts.recentCheckins
+      .all(limit)
+      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
+  }
+
+  checkinCount(): number {
+    return this.stmts.countCheckins.get()?.n ?? 0;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Wires the hub and owns its lifecycle: start in order (NATS, streams and buckets, API keys, HTTP), stop
+ * in reverse. `startHub` is what the CLI, the demo and the tests call.
+ */
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { errorMessage } from '../shared/errors.ts';
+import type { Logger } from '../shared/logger.ts';
+import { connectNats, drainOrClose, LinkState, type NatsConnection } from '../shared/nats.ts';
+import { ApiKeys } from './api-keys.ts';
+import { CheckinConsumer } from './checkin-consumer.ts';
+import type { HubConfig } from './config.ts';
+import { type EmbeddedNats, startEmbeddedNats } from './embedded-nats.ts';
+import { buildHubHttp } from './http-api.ts';
+import { IdempotencyStore } from './idempotency.ts';
+import { createHubMetrics, type HubMetrics } from './metrics.ts';
+import { ensureBuckets, ensureStreams } from './streams.ts';
+import { TicketService } from './ticket-service.ts';
+import { VenueQueries } from './venue-queries.ts';
+
+export interface HubHandle {
+  /** http://host:port of the API. */
+  url: string;
+  port: number;
+  natsUrl: string;
+  nc: NatsConnection;
+  tickets: TicketService;
+  metrics: HubMetrics;
+  checkins: CheckinConsumer;
+  stop(): Promise<void>;
+}
+
+export async function startHub(config: HubConfig, logger: Logger): Promise<HubHandle> {
+  const stack: { name: string; stop: () => Promise<unknown> | unknown }[] = [];
+  const stopAll = async () => {
+    for (const { name, stop } of stack.reverse()) {
+      try {
+        await stop();
+      } catch (err: unknown) {
+        logger.warn({ err: errorMessage(err), part: name }, 'error while stopping');
+      }
+    }
+    stack.length = 0;
+  };
+  try {
+    let embedded: EmbeddedNats | undefined;
+    if (config.natsUrls.length === 0) {
+      embedded = await startEmbeddedNats(config.dataDir, logger);
+      stack.push({ name: 'embedded nats', stop: () => embedded?.stop() });
+    }
+    const servers = embedded === undefined ? config.natsUrls : [embedded.url];
+    const link = new LinkState();
+    const nc = await connectNats(
+      {
+        servers,
+        name: 'gatesync-hub',
+        credsFile: config.natsCredsFile,
+        user: config.natsUser,
+        pass: config.natsPass,
+        token: config.natsToken,
+        ignoreClusterUpdates: false,
+      },
+      logger,
+      link,
+    );
+    stack.push({ name: 'nats', stop: () => drainOrClose(nc) });
+    const jsm = await jetstreamManager(nc);
+    await ensureStreams(jsm, { checkinRetentionDays: config.checkinRetentionDays });
+    const buckets = await ensureBuckets(nc);
+    const metrics = createHubMetrics();
+    const apiKeys = new ApiKeys(buckets.config, config.adminKey, logger);
+    await apiKeys.start();
+    stack.push({ name: 'api keys', stop: () => apiKeys.stop() });
+    const tickets = new TicketService({
+      js: jetstream(nc),
+      jsm,
+      signingKey: config.signingKey,
+      onPublished: (type) => metrics.eventsPublished.inc({ type }),
+    });
+    const checkins = new CheckinConsumer({
+      js: jetstream(nc),
+      jsm,
+      logger,
+      onCheckin: (c, verdict) => metrics.checkinsProcessed.inc({ decision: c.decision, verdict }),
+      onConflict: (_c, isNew) => {
+        if (isNew) metrics.conflicts.inc();
+      },
+    });
+    await checkins.start();
+    stack.push({ name: 'check-in consumer', stop: () => checkins.stop() });
+    const app = buildHubHttp({
+      queries: new VenueQueries(jetstream(nc), jsm, buckets.agents),
+      logger,
+      metrics,
+      tickets,
+      apiKeys,
+      idempotency: new IdempotencyStore(buckets.idempotency),
+      batchBodyLimit: config.batchBodyLimit,
+      isReady: () => link.connected,
+      publicKeys: () => [
+        { kid: config.signingKey.kid, public_key: config.signingKey.publicKey, status: 'active' as const },
+        ...[...config.extraPublicKeys.values()]
+          .filter((k) => k.kid !== config.signingKey.kid)
+          .map((k) => ({ kid: k.kid, public_key: k.publicKey, status: 'trusted' as const })),
+      ],
+    });
+    await app.listen({ host: config.host, port: config.port });
+    stack.push({ name: 'http', stop: () => app.close() });
+    const address = app.server.address();
+    const port = typeof address === 'object' && address !== null ? address.port : config.port;
+    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    logger.info({ url, nats: servers.join(','), kid: config.signingKey.kid }, 'hub started');
+    return { url, port, natsUrl: servers.join(','), nc, tickets, metrics, checkins, stop: stopAll };
+  } catch (err: unknown) {
+    await stopAll();
+    throw err;
+  }
+}

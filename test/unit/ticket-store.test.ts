@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { TicketStore } from '../../gate-agent/ticket-store.ts';
+import { EVENT_SCHEMA_VERSION, type TicketEvent } from '../../shared/events.ts';
+import { tmpDir } from '../harness/index.ts';
+
+function ev(id: string, rev: number, status: 'valid' | 'revoked' = 'valid'): TicketEvent {
+  return {
+    v: EVENT_SCHEMA_VERSION,
+    type: status === 'valid' ? 'ticket.issued' : 'ticket.revoked',
+    id: `E${id}${rev}`,
+    at: 1000 + rev,
+    rev,
+    ticket: {
+      id,
+      venue: 'v1',
+      holder: `h${rev}`,
+      tier: 'GA',
+      seat: null,
+      gates: [],
+      valid_from: 0,
+      valid_until: 10,
+      status,
+      revoked_reason: null,
+      issued_at: 1,
+      updated_at: 1,
+      qr: `GS1.${id}`,
+    },
+  };
+}
+
+test('ticket store: stale revisions never overwrite newer ones, and re-applied positions are skipped', async (t) => {
+  const dir = await tmpDir('gs-store-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 's.db');
+  const store = new TicketStore(path);
+  assert.equal(store.db.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(
+    store.db.pragma('synchronous', { simple: true }),
+    1,
+    'synchronous=NORMAL: scans fsync the WAL off the event loop (wal-sync.ts)',
+  );
+
+  assert.deepEqual(
+    store.applyTicketEvents(
+      'S',
+      [
+        { seq: 1, event: ev('a', 1) },
+        { seq: 2, event: ev('a', 3, 'revoked') },
+      ],
+      2,
+    ),
+    { applied: 2, stale: 0 },
+  );
+  // An older revision arriving later (another path, a replay) is kept out.
+  assert.deepEqual(store.applyTicketEvents('S', [{ seq: 3, event: ev('a', 2) }], 3), {
+    applied: 0,
+    stale: 1,
+  });
+  assert.equal(store.getTicket('a')?.rev, 3);
+  assert.equal(store.getTicket('a')?.status, 'revoked');
+  // A redelivery at or below the stored position is not applied again.
+  assert.deepEqual(store.applyTicketEvents('S', [{ seq: 2, event: ev('b', 1) }], 2), {
+    applied: 0,
+    stale: 0,
+  });
+  assert.equal(store.getTicket('b'), undefined);
+  assert.equal(store.syncPosition('S').lastSeq, 3);
+  // The position survives a reopen (a restart).
+  store.close();
+  const again = new TicketStore(path);
+  t.after(() => again.close());
+  assert.equal(again.syncPosition('S').lastSeq, 3);
+  assert.equal(again.ticketCount(), 1);
+});
+
+test('ticket store: a check-in id is recorded once, and presence follows admitted entries and exits', async (t) => {
+  const dir = await tmpDir('gs-store-');
+  const store = new TicketStore(join(dir, 's.db'));
+  t.after(() => {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const base = {
+    agent: 'a',
+    venue: 'v',
+    gate: 'g',
+    ticket_id: 't',
+    reason: null,
+    scanner: 's',
+    method: 'qr' as const,
+    unsynced_ticket: false,
+  };
+  store.transaction(() => {
+    store.recordCheckin({ ...base, id: 'c1', direction: 'in', decision: 'admit', scanned_at: 1 });
+    store.recordCheckin({ ...base, id: 'c1', direction: 'in', decision: 'admit', scanned_at: 1 });
+  });
+  assert.equal(store.checkinCount(), 1);
+  assert.equal(store.getPresence('t')?.inside, true);
+  store.recordCheckin({ ...base, id: 'c2', direction: 'out', decision: 'admit', scanned_at: 2 });
+  assert.equal(store.getPresence('t')?.inside, false);
+  store.recordCheckin({
+    ...base,
+    id: 'c3',
+    direction: 'in',
+    decision: 'reject',
+    reason: 'already_used',
+    scanned_at: 3,
+  });
+  assert.equal(store.getPresence('t')?.inside, false, "a rejected scan changes nobody's presence");
+  assert.equal(store.outboxStats().depth, 3);
+  const unsent = store.unsentCheckins(0, 10);
+  assert.deepEqual(
+    unsent.map((c) => c.id),
+    ['c1', 'c2', 'c3'],
+  );
+  store.markSent([unsent[0]?.seq ?? 0]);
+  assert.equal(store.outboxStats().depth, 2);
+});
