@@ -89,7 +89,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
   let peers: PeerCheckins | undefined;
   let heartbeat: HeartbeatPublisher | undefined;
   let nc: NatsConnection | undefined;
-  let stopped = false;
+  const stopping = new AbortController();
 
   const scans = new ScanService({
     walSync,
@@ -161,11 +161,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       },
       logger,
       link,
+      stopping.signal,
     );
-    if (stopped) {
-      await nc.close();
-      return;
-    }
     sync = new TicketSync({
       js: jetstream(nc),
       jsm: await jetstreamManager(nc, { checkAPI: false }),
@@ -219,6 +216,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     });
     heartbeat.start();
   })().catch((err: unknown) => {
+    if (stopping.signal.aborted) return;
     logger.error({ err: errorMessage(err) }, 'gate agent network side failed to start');
   });
 
@@ -232,7 +230,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     outbox: () => outbox,
     status,
     async stop() {
-      stopped = true;
+      stopping.abort();
       await app.close();
       heartbeat?.stop();
       await peers?.stop();

@@ -34,7 +34,7 @@ export function natsConnectionOptions(s: NatsSettings): NodeConnectionOptions {
     servers: s.servers,
     name: s.name,
     maxReconnectAttempts: -1,
-    waitOnFirstConnect: true,
+    waitOnFirstConnect: true, // connectNats() does its own cancellable first-connect loop
     reconnectTimeWait: 500, // milliseconds
     reconnectJitter: 250, // milliseconds
     pingInterval: s.pingInterval ?? 2_000, // milliseconds
@@ -101,12 +101,49 @@ export async function drainOrClose(nc: NatsConnection, timeoutMs = 3_000): Promi
   }
 }
 
+/**
+ * Connects, retrying the first connection until it succeeds or `signal` aborts. The client's own
+ * `waitOnFirstConnect` cannot be cancelled, so a process stopped before its first connection would keep
+ * a socket retrying forever; here each try is bounded by the connection timeout and a stop ends the loop.
+ */
 export async function connectNats(
   s: NatsSettings,
   logger: Logger,
   link = new LinkState(),
+  signal?: AbortSignal,
 ): Promise<NatsConnection> {
-  const nc = await connect(natsConnectionOptions(s));
+  const opts = { ...natsConnectionOptions(s), waitOnFirstConnect: false };
+  let nc: NatsConnection | undefined;
+  let tries = 0;
+  while (nc === undefined) {
+    signal?.throwIfAborted();
+    try {
+      nc = await connect(opts);
+    } catch (err: unknown) {
+      tries++;
+      if (tries === 1 || tries % 20 === 0) {
+        logger.warn(
+          { err: err instanceof Error ? err.message : String(err), tries },
+          'NATS not reachable yet',
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, (opts.reconnectTimeWait ?? 500) + Math.random() * 250);
+        signal?.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          { once: true },
+        );
+      });
+    }
+  }
+  if (signal?.aborted === true) {
+    await nc.close();
+    signal.throwIfAborted();
+  }
   link.set(true);
   logger.info({ server: nc.getServer(), name: s.name }, 'connected to NATS');
   void (async () => {
