@@ -7,6 +7,8 @@ import {
   parseTrustedKeys,
   type SigningKey,
 } from '../shared/signing.ts';
+import { DEFAULT_RETRY_SCHEDULE_MS, parseRetrySchedule } from './webhooks/retry-policy.ts';
+import { allowListProblems } from './webhooks/ssrf.ts';
 
 export interface HubConfig {
   /** Empty: start the embedded nats-server. */
@@ -24,9 +26,87 @@ export interface HubConfig {
   dataDir: string;
   batchBodyLimit: number;
   checkinRetentionDays: number;
+  webhooks: WebhookSettings;
+  /** An agent whose last heartbeat is older than this is offline (agent.offline event, dashboard). */
+  agentOfflineAfterMs: number;
   describe: Record<string, string>;
   /** GATESYNC_* names no setting read (misspelled?); logged as a warning at start-up. */
   unknownSettings: string[];
+}
+
+export interface WebhookSettings {
+  /** Subnets (CIDR) whose special addresses receivers may use, and where http: is accepted. */
+  allowedCidrs: string[];
+  /** Accept http: URLs everywhere (development only). */
+  allowHttp: boolean;
+  /** Delays after each failed attempt, in milliseconds. */
+  retryScheduleMs: number[];
+  /** Least wait after 429, 408, 502-504 and timeouts. */
+  throttleFloorMs: number;
+  connectTimeoutMs: number;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+  /** Bytes of a receiver's response body kept in the attempt log. */
+  responseBodyCap: number;
+  /** Largest JSON body a message may have; bigger events are refused when created. */
+  maxPayloadBytes: number;
+  /** An endpoint failing continuously this long is disabled. */
+  disableAfterMs: number;
+  retentionDays: number;
+  /** Consecutive failures that open an endpoint's circuit breaker, and how long it stays open at first. */
+  breakerFailures: number;
+  breakerCoolDownMs: number;
+  /** Connections per receiver origin. */
+  connectionsPerOrigin: number;
+}
+
+function duration(s: Settings, name: string, def: string): number {
+  return (
+    s.custom(name, (v) => {
+      const parsed = parseRetrySchedule(v ?? def);
+      if (parsed.length !== 1) throw new Error('must be one duration like 500ms, 5s, 5m, 2h or 1d');
+      return parsed[0] as number;
+    }) ?? (parseRetrySchedule(def)[0] as number)
+  );
+}
+
+function loadWebhookSettings(s: Settings): WebhookSettings {
+  const cidrs =
+    s.custom('GATESYNC_WEBHOOK_ALLOW_CIDRS', (v) => {
+      const list = (v ?? '')
+        .split(',')
+        .map((c) => c.trim())
+        .filter((c) => c !== '');
+      const problems = allowListProblems(list);
+      if (problems.length > 0) throw new Error(problems.join('; '));
+      return list;
+    }) ?? [];
+  return {
+    allowedCidrs: cidrs,
+    allowHttp: s.bool('GATESYNC_WEBHOOK_ALLOW_HTTP', false),
+    retryScheduleMs: s.custom('GATESYNC_WEBHOOK_RETRY_SCHEDULE', (v) =>
+      v === undefined ? [...DEFAULT_RETRY_SCHEDULE_MS] : parseRetrySchedule(v),
+    ) ?? [...DEFAULT_RETRY_SCHEDULE_MS],
+    throttleFloorMs: duration(s, 'GATESYNC_WEBHOOK_THROTTLE_FLOOR', '1m'),
+    connectTimeoutMs: duration(s, 'GATESYNC_WEBHOOK_CONNECT_TIMEOUT', '5s'),
+    headersTimeoutMs: duration(s, 'GATESYNC_WEBHOOK_HEADERS_TIMEOUT', '15s'),
+    bodyTimeoutMs: duration(s, 'GATESYNC_WEBHOOK_BODY_TIMEOUT', '15s'),
+    responseBodyCap: s.int('GATESYNC_WEBHOOK_RESPONSE_BODY_CAP', { default: 4096, min: 0, max: 1024 * 1024 }),
+    maxPayloadBytes: s.int('GATESYNC_WEBHOOK_MAX_PAYLOAD_BYTES', {
+      default: 256 * 1024,
+      min: 1024,
+      max: 8 * 1024 * 1024,
+    }),
+    disableAfterMs: duration(s, 'GATESYNC_WEBHOOK_DISABLE_AFTER', '5d'),
+    retentionDays: s.int('GATESYNC_WEBHOOK_RETENTION_DAYS', { default: 30, min: 1, max: 365 }),
+    breakerFailures: s.int('GATESYNC_WEBHOOK_BREAKER_FAILURES', { default: 10, min: 1, max: 10_000 }),
+    breakerCoolDownMs: duration(s, 'GATESYNC_WEBHOOK_BREAKER_COOLDOWN', '30s'),
+    connectionsPerOrigin: s.int('GATESYNC_WEBHOOK_CONNECTIONS_PER_ORIGIN', {
+      default: 32,
+      min: 1,
+      max: 1024,
+    }),
+  };
 }
 
 export function loadHubConfig(source: SettingsSource, opts: { allowMissingKey?: boolean } = {}): HubConfig {
@@ -68,6 +148,8 @@ export function loadHubConfig(source: SettingsSource, opts: { allowMissingKey?: 
     max: 256 * 1024 * 1024,
   });
   const checkinRetentionDays = s.int('GATESYNC_CHECKIN_RETENTION_DAYS', { default: 30, min: 1, max: 3650 });
+  const webhooks = loadWebhookSettings(s);
+  const agentOfflineAfterMs = duration(s, 'GATESYNC_AGENT_OFFLINE_AFTER', '15s');
   s.finish();
   return {
     natsUrls: natsUrl === undefined ? [] : natsUrl.split(','),
@@ -84,6 +166,8 @@ export function loadHubConfig(source: SettingsSource, opts: { allowMissingKey?: 
     dataDir,
     batchBodyLimit,
     checkinRetentionDays,
+    webhooks,
+    agentOfflineAfterMs,
     describe: s.describe(),
     unknownSettings: s.unknownNames(OTHER_KNOWN_SETTINGS),
   };

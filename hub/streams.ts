@@ -19,6 +19,8 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 export interface HubStreamOptions {
   /** Days a check-in stays in GS_CHECKINS (and so how late a re-send is still recognised). */
   checkinRetentionDays: number;
+  /** Days webhook messages, attempts and dead letters are kept (the window for logs, resend and redrive). */
+  webhookRetentionDays?: number;
 }
 
 export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & { name: string })[] {
@@ -66,6 +68,45 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       allow_direct: true,
       num_replicas: 1,
     },
+    {
+      name: STREAMS.webhooks,
+      subjects: [subjects.allDeliveries],
+      // One message per pending delivery; acked (and so removed) once delivered, re-queued or dead.
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
+      num_replicas: 1,
+    },
+    {
+      name: STREAMS.messages,
+      subjects: [subjects.allMessages],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_msgs_per_subject: 1,
+      max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
+      duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
+      allow_direct: true,
+      num_replicas: 1,
+    },
+    {
+      name: STREAMS.attempts,
+      subjects: [subjects.allAttempts],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
+      allow_direct: true,
+      num_replicas: 1,
+    },
+    {
+      name: STREAMS.dead,
+      subjects: [subjects.allDeadLetters],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_msgs_per_subject: 1,
+      max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
+      allow_direct: true,
+      num_replicas: 1,
+    },
   ];
 }
 
@@ -86,6 +127,7 @@ export interface HubBuckets {
   config: KV;
   idempotency: KV;
   agents: KV;
+  endpoints: KV;
 }
 
 export async function ensureBuckets(nc: NatsConnection): Promise<HubBuckets> {
@@ -95,5 +137,6 @@ export async function ensureBuckets(nc: NatsConnection): Promise<HubBuckets> {
   const idempotency = await kvm.create(KV_BUCKETS.idempotency, { history: 1, storage: 'file', ttl: DAY_MS });
   // Agents' latest heartbeats; agents write them as plain publishes to $KV.GS_AGENTS.<venue>.<agent>.
   const agents = await kvm.create(KV_BUCKETS.agents, { history: 1, storage: 'file', ttl: 30 * DAY_MS });
-  return { config, idempotency, agents };
+  const endpoints = await kvm.create(KV_BUCKETS.endpoints, { history: 1, storage: 'file' });
+  return { config, idempotency, agents, endpoints };
 }

@@ -11,6 +11,10 @@ export const STREAMS = {
   webhooks: 'GS_WEBHOOKS',
   attempts: 'GS_ATTEMPTS',
   conflicts: 'GS_CONFLICTS',
+  /** Every webhook message (event) once, for GET /v1/webhooks/messages/{id}, resend and redrive. */
+  messages: 'GS_WH_MESSAGES',
+  /** Deliveries that used up their retries, per endpoint. */
+  dead: 'GS_WH_DEAD',
 } as const;
 
 export const KV_BUCKETS = {
@@ -20,6 +24,8 @@ export const KV_BUCKETS = {
   idempotency: 'GS_IDEMPOTENCY',
   /** Each agent's latest heartbeat, key `<venue>.<agent>`. */
   agents: 'GS_AGENTS',
+  /** Webhook endpoints (with their secrets), key = endpoint id. */
+  endpoints: 'GS_WH_ENDPOINTS',
 } as const;
 
 export const subjects = {
@@ -52,6 +58,23 @@ export const subjects = {
     return `gs.cfl.${assertId(venue, 'venue')}.*`;
   },
   allConflicts: 'gs.cfl.>',
+  /** A queued delivery to one endpoint (work queue). */
+  delivery(endpoint: string): string {
+    return `gs.wh.${assertId(endpoint, 'endpoint id')}`;
+  },
+  allDeliveries: 'gs.wh.>',
+  attempt(endpoint: string, message: string): string {
+    return `gs.att.${assertId(endpoint, 'endpoint id')}.${assertId(message, 'message id')}`;
+  },
+  allAttempts: 'gs.att.>',
+  message(message: string): string {
+    return `gs.msg.${assertId(message, 'message id')}`;
+  },
+  allMessages: 'gs.msg.>',
+  deadLetter(endpoint: string, message: string): string {
+    return `gs.dead.${assertId(endpoint, 'endpoint id')}.${assertId(message, 'message id')}`;
+  },
+  allDeadLetters: 'gs.dead.>',
 } as const;
 
 /** Splits `gs.tix.<venue>.<ticket>`; undefined when the subject has another shape. */

@@ -167,13 +167,22 @@ export interface NextDelayInput {
   random: () => number;
   /** Milliseconds since the epoch, for an HTTP-date Retry-After. */
   now: number;
+  /** Least wait after a throttling answer or a timeout; default `THROTTLE_FLOOR_MS` (tests shorten it). */
+  throttleFloorMs?: number;
 }
 
 /**
  * Milliseconds to wait before the next attempt, or null when there is none: the schedule is exhausted
  * (dead-letter the message), or the outcome is not retried (success, or 410: see `classifyAttempt`).
  */
-export function nextDelay({ attempt, schedule, outcome, random, now }: NextDelayInput): number | null {
+export function nextDelay({
+  attempt,
+  schedule,
+  outcome,
+  random,
+  now,
+  throttleFloorMs = THROTTLE_FLOOR_MS,
+}: NextDelayInput): number | null {
   if (!Number.isInteger(attempt) || attempt < 1) {
     throw new RangeError(`attempt must be a whole number of attempts made, at least 1; got ${attempt}`);
   }
@@ -193,7 +202,7 @@ export function nextDelay({ attempt, schedule, outcome, random, now }: NextDelay
   } else {
     delay = scheduled * (1 - JITTER_FRACTION + 2 * JITTER_FRACTION * r);
   }
-  if (isThrottled(outcome)) delay = Math.max(delay, THROTTLE_FLOOR_MS * (1 + JITTER_FRACTION * r));
+  if (isThrottled(outcome)) delay = Math.max(delay, throttleFloorMs * (1 + JITTER_FRACTION * r));
   return Math.round(delay);
 }
 
