@@ -126,6 +126,8 @@ function toIssueInput(b: IssueBody, id = b.id): IssueInput {
 }
 
 export interface HubHttpOptions {
+  /** More routes behind the same API-key check (webhooks, dashboard). */
+  routes?: ((api: FastifyInstance) => void)[];
   logger: Logger;
   metrics: HubMetrics;
   tickets: TicketService;
@@ -389,6 +391,8 @@ export function buildHubHttp(opts: HubHttpOptions): FastifyInstance {
         return reply.status(204).send();
       },
     );
+
+    for (const register of opts.routes ?? []) register(api);
   });
 
   return app;

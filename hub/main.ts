@@ -16,6 +16,8 @@ import { createHubMetrics, type HubMetrics } from './metrics.ts';
 import { ensureBuckets, ensureStreams } from './streams.ts';
 import { TicketService } from './ticket-service.ts';
 import { VenueQueries } from './venue-queries.ts';
+import { startWebhooks, type Webhooks } from './webhooks/index.ts';
+import type { Resolver } from './webhooks/ssrf.ts';
 
 export interface HubHandle {
   /** http://host:port of the API. */
@@ -26,10 +28,20 @@ export interface HubHandle {
   tickets: TicketService;
   metrics: HubMetrics;
   checkins: CheckinConsumer;
+  webhooks: Webhooks;
   stop(): Promise<void>;
 }
 
-export async function startHub(config: HubConfig, logger: Logger): Promise<HubHandle> {
+export interface HubStartOptions {
+  /** DNS used for webhook URL checks (tests pass a fake resolver). */
+  resolver?: Resolver;
+}
+
+export async function startHub(
+  config: HubConfig,
+  logger: Logger,
+  startOptions: HubStartOptions = {},
+): Promise<HubHandle> {
   const stack: { name: string; stop: () => Promise<unknown> | unknown }[] = [];
   const stopAll = async () => {
     for (const { name, stop } of stack.reverse()) {
@@ -64,7 +76,10 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<HubHa
     );
     stack.push({ name: 'nats', stop: () => drainOrClose(nc) });
     const jsm = await jetstreamManager(nc);
-    await ensureStreams(jsm, { checkinRetentionDays: config.checkinRetentionDays });
+    await ensureStreams(jsm, {
+      checkinRetentionDays: config.checkinRetentionDays,
+      webhookRetentionDays: config.webhooks.retentionDays,
+    });
     const buckets = await ensureBuckets(nc);
     const metrics = createHubMetrics();
     const apiKeys = new ApiKeys(buckets.config, config.adminKey, logger);
@@ -87,7 +102,18 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<HubHa
     });
     await checkins.start();
     stack.push({ name: 'check-in consumer', stop: () => checkins.stop() });
+    const webhooks = await startWebhooks({
+      js: jetstream(nc),
+      jsm,
+      endpointsKv: buckets.endpoints,
+      settings: config.webhooks,
+      logger,
+      metrics,
+      ...(startOptions.resolver === undefined ? {} : { resolver: startOptions.resolver }),
+    });
+    stack.push({ name: 'webhooks', stop: () => webhooks.stop() });
     const app = buildHubHttp({
+      routes: [(api) => webhooks.routes(api)],
       queries: new VenueQueries(jetstream(nc), jsm, buckets.agents),
       logger,
       metrics,
@@ -109,7 +135,17 @@ export async function startHub(config: HubConfig, logger: Logger): Promise<HubHa
     const port = typeof address === 'object' && address !== null ? address.port : config.port;
     const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
     logger.info({ url, nats: servers.join(','), kid: config.signingKey.kid }, 'hub started');
-    return { url, port, natsUrl: servers.join(','), nc, tickets, metrics, checkins, stop: stopAll };
+    return {
+      url,
+      port,
+      natsUrl: servers.join(','),
+      nc,
+      tickets,
+      metrics,
+      checkins,
+      webhooks,
+      stop: stopAll,
+    };
   } catch (err: unknown) {
     await stopAll();
     throw err;

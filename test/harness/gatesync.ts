@@ -2,6 +2,7 @@
  * Starts real gatesync daemons in the test process (hub and agents on listen(0), temporary SQLite files)
  * against a harness nats-server, plus small HTTP helpers. Logs are silent unless GATESYNC_TEST_LOG is set.
  */
+
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -9,6 +10,7 @@ import { loadAgentConfig } from '../../gate-agent/config.ts';
 import { type AgentHandle, startAgent } from '../../gate-agent/main.ts';
 import { loadHubConfig } from '../../hub/config.ts';
 import { type HubHandle, startHub } from '../../hub/main.ts';
+import type { Resolver } from '../../hub/webhooks/ssrf.ts';
 import { createLogger, type Logger } from '../../shared/logger.ts';
 import {
   generateSigningKey,
@@ -96,6 +98,8 @@ export async function startTestHub(opts: {
   dir: string;
   keys: TestKeys;
   env?: Record<string, string>;
+  /** DNS for webhook URL checks; default: the system's. */
+  resolver?: Resolver;
 }): Promise<TestHub> {
   const config = loadHubConfig({
     GATESYNC_NATS_URL: opts.natsUrl,
@@ -105,7 +109,11 @@ export async function startTestHub(opts: {
     GATESYNC_DATA_DIR: join(opts.dir, 'hub'),
     ...opts.env,
   });
-  const hub = await startHub(config, testLogger('hub'));
+  const hub = await startHub(
+    config,
+    testLogger('hub'),
+    opts.resolver === undefined ? {} : { resolver: opts.resolver },
+  );
   return Object.assign(hub, {
     api<T>(path: string, init: Parameters<TestHub['api']>[1] = {}) {
       return httpJson<T>(hub.url + path, { token: ADMIN_KEY, ...init });
@@ -255,7 +263,7 @@ export interface HubEnv {
  */
 export async function startHubEnv(
   t: TestContext,
-  opts: { prefix?: string; natsConfig?: string; hubEnv?: Record<string, string> } = {},
+  opts: { prefix?: string; natsConfig?: string; hubEnv?: Record<string, string>; resolver?: Resolver } = {},
 ): Promise<HubEnv> {
   const dir = await tmpDir(opts.prefix ?? 'gs-test-');
   const stack: (() => unknown)[] = [() => rmSync(dir, { recursive: true, force: true })];
@@ -270,6 +278,7 @@ export async function startHubEnv(
     dir,
     keys,
     ...(opts.hubEnv ? { env: opts.hubEnv } : {}),
+    ...(opts.resolver ? { resolver: opts.resolver } : {}),
   });
   stack.push(() => hub.stop());
   return { dir, nats, keys, hub, defer: (fn) => stack.push(fn) };
