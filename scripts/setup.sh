@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what gatesync needs on a fresh machine: npm dependencies (npm ci, when node_modules is missing
-# or older than the lockfile) and Debian's nats-server (when it is not installed). Safe to run repeatedly.
+# or older than the lockfile), Debian's nats-server and Debian's chromium for the browser tests (each when
+# it is not installed). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
@@ -22,4 +23,14 @@ if ! command -v nats-server >/dev/null 2>&1; then
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server
+fi
+
+# Debian's chromium, driven by playwright-core in the browser tests (test/browser/). playwright-core
+# downloads no browser of its own; the tests launch /usr/bin/chromium.
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "setup: installing chromium for the browser tests (apt-get install -y chromium)..."
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
 fi
