@@ -20,6 +20,7 @@ commands:
   agent    [--config FILE]              run a gate agent (local store, scanner API, ticket sync)
   keygen   [--kid ID] [--out FILE]      write an Ed25519 signing key and print its public key
   demo     [--tickets N] [--fast]       run the whole flow on an embedded nats-server
+  backup   --db AGENT.DB --out FILE     copy a gate agent's SQLite file while it runs, and verify the copy
 
 settings are environment variables (GATESYNC_*), optionally from a JSON file; see docs/configuration.md
 `;
@@ -82,6 +83,11 @@ async function main(argv: string[]): Promise<void> {
       });
       const { runDemo } = await import('./demo.ts');
       await runDemo({ tickets: Number(values.tickets), fast: values.fast });
+      return;
+    }
+    case 'backup': {
+      const { runBackupCommand } = await import('./backup.ts');
+      await runBackupCommand(rest);
       return;
     }
     case undefined:
