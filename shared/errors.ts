@@ -22,6 +22,8 @@ export const ERROR_CODES = {
     description: 'Another change to the same ticket won the race; read it again and retry.',
   },
   already_revoked: { status: 409, description: 'The ticket is already revoked.' },
+  job_running: { status: 409, description: 'A recover or redrive job is already running for this endpoint.' },
+  endpoint_exists: { status: 409, description: 'A webhook endpoint with this id already exists.' },
   idempotency_in_progress: {
     status: 409,
     description: 'A request with this Idempotency-Key is still being processed.',
@@ -31,6 +33,11 @@ export const ERROR_CODES = {
   idempotency_key_reused: {
     status: 422,
     description: 'This Idempotency-Key was used before with a different request body.',
+  },
+  webhook_url_refused: {
+    status: 422,
+    description:
+      'The webhook URL may not be called: its scheme, form or an address it resolves to is refused; the message says which.',
   },
   too_many_requests: { status: 429, description: 'Slow down; see Retry-After.' },
   internal: { status: 500, description: 'An unexpected error; it has been logged.' },
