@@ -3,49 +3,28 @@
  * token names the scanner, so a scan is always attributed to the device that sent it.
  */
 import type { FastifyInstance } from 'fastify';
-import { type Static, Type } from 'typebox';
+import type { Static } from 'typebox';
 import { GatesyncError } from '../shared/errors.ts';
 import { bearerToken, createHttpServer, hashToken } from '../shared/http.ts';
-import { ID_PATTERN_SOURCE } from '../shared/ids.ts';
 import type { Logger } from '../shared/logger.ts';
+import {
+  type AgentStatus,
+  type AgentStatusBase,
+  CodeParams,
+  CodeQuery,
+  type RecentReject,
+  ScanBody,
+  ScanResponse,
+} from './api-schemas.ts';
 import type { AgentMetrics } from './metrics.ts';
+import { AGENT_OPENAPI } from './openapi.ts';
+import { ScanRate } from './scan-rate.ts';
 import type { ScanService } from './scan-service.ts';
-import type { StoredTicket } from './ticket-store.ts';
+import { registerStatusPage } from './status-page.ts';
+import type { CheckinRecord, StoredTicket } from './ticket-store.ts';
 
-const ScanBody = Type.Object(
-  {
-    code: Type.String({ minLength: 1, maxLength: 1024 }),
-    direction: Type.Optional(Type.Union([Type.Literal('in'), Type.Literal('out')])),
-    scanner: Type.Optional(Type.String({ pattern: ID_PATTERN_SOURCE })),
-  },
-  { additionalProperties: false },
-);
-type ScanBody = Static<typeof ScanBody>;
-const TicketSummarySchema = Type.Object({
-  id: Type.String(),
-  holder: Type.String(),
-  tier: Type.String(),
-  seat: Type.Union([Type.String(), Type.Null()]),
-  gates: Type.Array(Type.String()),
-  valid_from: Type.String(),
-  valid_until: Type.String(),
-  status: Type.String(),
-});
-/** Declared so Fastify serialises the hot path's answer with a compiled serializer. */
-const ScanResponse = Type.Object({
-  decision: Type.String(),
-  reason: Type.Optional(Type.String()),
-  ticket: Type.Optional(TicketSummarySchema),
-  unsynced_ticket: Type.Optional(Type.Boolean()),
-  checkin_id: Type.String(),
-  seq: Type.Integer(),
-  scanned_at: Type.String(),
-});
-const CodeParams = Type.Object({ code: Type.String({ minLength: 1, maxLength: 1024 }) });
-const CodeQuery = Type.Object(
-  { direction: Type.Optional(Type.Union([Type.Literal('in'), Type.Literal('out')])) },
-  { additionalProperties: false },
-);
+/** How many rejects GET /v1/status lists. */
+const RECENT_REJECTS = 10;
 
 export interface TicketSummary {
   id: string;
@@ -77,7 +56,9 @@ export interface AgentHttpOptions {
   metrics: AgentMetrics;
   scans: ScanService;
   scannerTokens: ReadonlyMap<string, string>;
-  status: () => object;
+  status: () => AgentStatusBase;
+  /** The newest rejected check-ins, newest first (TicketStore.recentRejects); none listed when absent. */
+  recentRejects?: (limit: number) => (CheckinRecord & { holder: string | null })[];
   isReady: () => boolean;
 }
 
@@ -87,13 +68,48 @@ declare module 'fastify' {
   }
 }
 
+function rejectView(c: CheckinRecord & { holder: string | null }): RecentReject {
+  return {
+    checkin_id: c.id,
+    seq: c.seq,
+    scanned_at: new Date(c.scanned_at).toISOString(),
+    reason: c.reason ?? 'malformed',
+    ticket_id: c.ticket_id,
+    holder: c.holder,
+    scanner: c.scanner,
+    direction: c.direction,
+    sent: c.sent_at !== null,
+  };
+}
+
+/** The wiring's status plus what the status page shows: last sync, scan rate, last rejects. */
+function fullStatus(opts: AgentHttpOptions, rate: ScanRate): AgentStatus {
+  const base = opts.status();
+  const now = Date.now();
+  const lastSync = base.last_event.applied_at;
+  const minute = rate.lastMinute(now);
+  return {
+    ...base,
+    last_sync_at: lastSync,
+    last_sync_age_ms: lastSync === null ? null : Math.max(0, now - Date.parse(lastSync)),
+    scans_per_minute: minute.admit + minute.reject,
+    scans_last_minute: minute,
+    recent_rejects: (opts.recentRejects?.(RECENT_REJECTS) ?? []).map(rejectView),
+  };
+}
+
 export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
+  const rate = new ScanRate();
   const app = createHttpServer({
     logger: opts.logger,
     bodyLimit: 16 * 1024,
     errorCounter: opts.metrics.httpErrors,
     notReadyReason: () => (opts.isReady() ? undefined : 'the store is not open'),
   });
+
+  // Public: the page holds no data (it asks for a token and reads /v1/status), the document none either.
+  registerStatusPage(app);
+  app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(AGENT_OPENAPI));
 
   app.register(async (api) => {
     api.addHook('onRequest', async (request) => {
@@ -121,6 +137,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
           scanner,
         });
         opts.metrics.decisions.inc({ decision: r.decision, reason: r.reason ?? '' });
+        rate.record(r.decision);
         opts.metrics.scanLatency.observe((performance.now() - started) / 1000);
         return {
           decision: r.decision,
@@ -148,7 +165,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
       },
     );
 
-    api.get('/v1/status', async () => opts.status());
+    api.get('/v1/status', async () => fullStatus(opts, rate));
 
     api.get('/metrics', async (_request, reply) =>
       reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics()),

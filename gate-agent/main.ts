@@ -137,6 +137,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     scans,
     scannerTokens: config.scannerTokens,
     status,
+    recentRejects: (limit) => store.recentRejects(limit),
     isReady: () => store.db.open,
   });
   await app.listen({ host: config.host, port: config.port });

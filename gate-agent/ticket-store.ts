@@ -230,6 +230,12 @@ export class TicketStore {
         'SELECT * FROM checkins ORDER BY seq DESC LIMIT ?',
       ),
       countCheckins: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM checkins'),
+      // Walks the rowid backwards from the newest check-in and stops after `limit` rejects; the window
+      // (`seq > ?`) bounds the walk when rejects are rare, so the status page's poll stays cheap.
+      recentRejects: this.db.prepare<[number, number], CheckinRow & { holder: string | null }>(
+        `SELECT c.*, t.holder AS holder FROM checkins c LEFT JOIN tickets t ON t.id = c.ticket_id
+         WHERE c.seq > ? AND c.decision = 'reject' ORDER BY c.seq DESC LIMIT ?`,
+      ),
       hasCheckin: this.db.prepare<[string], { one: number }>('SELECT 1 AS one FROM checkins WHERE id = ?'),
     };
   }
@@ -442,6 +448,16 @@ export class TicketStore {
   recentCheckins(limit: number): CheckinRecord[] {
     return this.stmts.recentCheckins
       .all(limit)
+      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
+  }
+
+  /**
+   * The newest rejected scans at this gate, newest first, among the last `window` check-ins, with the
+   * holder's name when the gate holds the ticket. Read-only; for the status page.
+   */
+  recentRejects(limit: number, window = 10_000): (CheckinRecord & { holder: string | null })[] {
+    return this.stmts.recentRejects
+      .all(this.maxCheckinSeq() - window, limit)
       .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
   }
 
