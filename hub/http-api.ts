@@ -51,7 +51,7 @@ const ApiKeyBody = Type.Object(
   { additionalProperties: false },
 );
 type ApiKeyBody = Static<typeof ApiKeyBody>;
-const PageQuery = Type.Object(
+export const PageQuery = Type.Object(
   {
     after: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),
     since: Type.Optional(Type.String({ format: 'date-time' })),
@@ -59,9 +59,9 @@ const PageQuery = Type.Object(
   },
   { additionalProperties: false },
 );
-type PageQuery = Static<typeof PageQuery>;
+export type PageQuery = Static<typeof PageQuery>;
 
-function pageQuery(q: PageQuery) {
+export function pageQuery(q: PageQuery) {
   const limit = q.limit === undefined ? 100 : Number(q.limit);
   if (limit < 1 || limit > 1000) {
     throw new GatesyncError('validation_failed', 'querystring/limit must be between 1 and 1000', {

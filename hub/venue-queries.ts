@@ -32,6 +32,40 @@ export interface PageQuery {
 /** An agent is offline when three heartbeats (15 s) are missing. */
 export const OFFLINE_AFTER_MS = 15_000;
 
+export async function readPage<T>(
+  js: JetStreamClient,
+  stream: string,
+  filter: string,
+  q: PageQuery,
+  decodeOne: (b: Uint8Array) => T,
+): Promise<Page<T>> {
+  const start =
+    q.after !== undefined
+      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: q.after + 1 }
+      : q.since !== undefined
+        ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(q.since).toISOString() }
+        : { deliver_policy: DeliverPolicy.All };
+  const consumer = await js.consumers.get(stream, { filter_subjects: filter, ...start });
+  try {
+    const info = await consumer.info(true);
+    const want = Math.min(q.limit, info.num_pending);
+    const items: (T & { cursor: number })[] = [];
+    let more = info.num_pending > want;
+    if (want > 0) {
+      const iter = await consumer.fetch({ max_messages: want, expires: 5_000 });
+      for await (const m of iter) {
+        items.push({ ...decodeOne(m.data), cursor: m.seq });
+        if (m.info.pending > 0 && items.length >= want) more = true;
+        if (items.length >= want) break;
+      }
+    }
+    const last = items[items.length - 1];
+    return { items, next_cursor: more && last !== undefined ? last.cursor : null };
+  } finally {
+    await consumer.delete().catch(() => undefined);
+  }
+}
+
 export class VenueQueries {
   constructor(
     private readonly js: JetStreamClient,
@@ -39,45 +73,13 @@ export class VenueQueries {
     private readonly agentsKv: KV,
   ) {}
 
-  private async page<T>(
-    stream: string,
-    filter: string,
-    q: PageQuery,
-    decodeOne: (b: Uint8Array) => T,
-  ): Promise<Page<T>> {
-    const start =
-      q.after !== undefined
-        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: q.after + 1 }
-        : q.since !== undefined
-          ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(q.since).toISOString() }
-          : { deliver_policy: DeliverPolicy.All };
-    const consumer = await this.js.consumers.get(stream, { filter_subjects: filter, ...start });
-    try {
-      const info = await consumer.info(true);
-      const want = Math.min(q.limit, info.num_pending);
-      const items: (T & { cursor: number })[] = [];
-      let more = info.num_pending > want;
-      if (want > 0) {
-        const iter = await consumer.fetch({ max_messages: want, expires: 5_000 });
-        for await (const m of iter) {
-          items.push({ ...decodeOne(m.data), cursor: m.seq });
-          if (m.info.pending > 0 && items.length >= want) more = true;
-          if (items.length >= want) break;
-        }
-      }
-      const last = items[items.length - 1];
-      return { items, next_cursor: more && last !== undefined ? last.cursor : null };
-    } finally {
-      await consumer.delete().catch(() => undefined);
-    }
-  }
-
   checkins(venue: string, q: PageQuery): Promise<Page<CheckinMessage>> {
-    return this.page(STREAMS.checkins, subjects.venueCheckins(venue), q, decodeCheckin);
+    return readPage(this.js, STREAMS.checkins, subjects.venueCheckins(venue), q, decodeCheckin);
   }
 
   conflicts(venue: string, q: PageQuery): Promise<Page<ConflictRecord>> {
-    return this.page(
+    return readPage(
+      this.js,
       STREAMS.conflicts,
       subjects.venueConflicts(venue),
       q,

@@ -1,22 +1,34 @@
 /**
- * The hub's webhook side, wired in one place: the endpoint store, the fan-out of events into per-endpoint
- * deliveries, the delivery workers, and their HTTP routes.
+ * The hub's webhook side, wired in one place: the endpoint store, the sources that turn events into
+ * messages, the dispatcher that queues a delivery per subscribed endpoint, one worker per enabled
+ * endpoint, and the HTTP routes. See docs/webhooks.md.
  */
 import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { KV } from '@nats-io/kv';
 import type { FastifyInstance } from 'fastify';
+import { errorMessage } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { STREAMS, subjects } from '../../shared/subjects.ts';
 import type { WebhookSettings } from '../config.ts';
 import type { HubMetrics } from '../metrics.ts';
+import { registerDeliveryRoutes } from './delivery-routes.ts';
+import { Dispatcher } from './dispatcher.ts';
 import { registerEndpointRoutes } from './endpoint-routes.ts';
 import { EndpointStore } from './endpoints.ts';
+import type { DeadLetter, EndpointRecord } from './model.ts';
+import { WebhookQueries } from './queries.ts';
+import { WebhookSender } from './sender.ts';
+import { AgentPresence, StreamSource, streamSources } from './sources.ts';
 import type { Resolver } from './ssrf.ts';
+import { EndpointWorker, endpointConsumerName } from './worker.ts';
 
 export interface WebhooksOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
   endpointsKv: KV;
+  agentsKv: KV;
   settings: WebhookSettings;
+  agentOfflineAfterMs: number;
   logger: Logger;
   metrics: HubMetrics;
   /** DNS for registration and connect-time checks; tests pass a fake one. */
@@ -25,28 +37,161 @@ export interface WebhooksOptions {
 
 export interface Webhooks {
   store: EndpointStore;
+  dispatcher: Dispatcher;
+  queries: WebhookQueries;
   routes(api: FastifyInstance): void;
   stop(): Promise<void>;
 }
 
 export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
-  const store = new EndpointStore({ kv: opts.endpointsKv, logger: opts.logger });
+  const { js, jsm, logger, metrics, settings } = opts;
+  const store = new EndpointStore({ kv: opts.endpointsKv, logger });
   await store.start();
+  const dispatcher = new Dispatcher({
+    js,
+    store,
+    logger,
+    metrics,
+    maxPayloadBytes: settings.maxPayloadBytes,
+  });
+  const sender = new WebhookSender(settings, opts.resolver);
+  const queries = new WebhookQueries(js, jsm, dispatcher, logger);
+  const workers = new Map<string, EndpointWorker>();
+  let stopping = false;
+
+  const operational = (build: () => Parameters<Dispatcher['message']>[0], except: string) => {
+    try {
+      void dispatcher.publish(dispatcher.message(build()), except).catch((err: unknown) => {
+        logger.warn({ err: errorMessage(err) }, 'operational webhook event not queued');
+      });
+    } catch (err: unknown) {
+      logger.warn({ err: errorMessage(err) }, 'operational webhook event refused');
+    }
+  };
+  const workerDeps = {
+    js,
+    jsm,
+    store,
+    dispatcher,
+    sender,
+    settings,
+    logger,
+    metrics,
+    onDisabled(e: EndpointRecord) {
+      operational(
+        () => ({
+          type: 'endpoint.disabled',
+          data: {
+            endpoint_id: e.id,
+            url: e.url,
+            reason: e.disabled_reason,
+            disabled_at: e.disabled_at,
+            failing_since: e.failing_since,
+          },
+        }),
+        e.id,
+      );
+    },
+    onExhausted(dl: DeadLetter) {
+      operational(
+        () => ({
+          type: 'message.attempt.exhausted',
+          data: {
+            endpoint_id: dl.endpoint_id,
+            message_id: dl.message_id,
+            event_type: dl.event_type,
+            attempts: dl.attempts,
+            reason: dl.reason,
+            dead_at: dl.dead_at,
+          },
+        }),
+        dl.endpoint_id,
+      );
+    },
+  };
+
+  // One worker per enabled endpoint, started and stopped as endpoints change (here or in another hub).
+  const reconcile = async (id: string, e: EndpointRecord | undefined) => {
+    if (stopping) return;
+    const worker = workers.get(id);
+    const wanted = e !== undefined && !e.disabled;
+    if (wanted && worker === undefined) {
+      const w = new EndpointWorker(id, workerDeps);
+      workers.set(id, w);
+      await w.start();
+    } else if (!wanted && worker !== undefined) {
+      workers.delete(id);
+      await worker.stop();
+    }
+    if (e === undefined) {
+      // Deleted: its queue and consumer go with it (attempts and dead letters age out).
+      await jsm.consumers.delete(STREAMS.webhooks, endpointConsumerName(id)).catch(() => false);
+      await jsm.streams.purge(STREAMS.webhooks, { filter: subjects.delivery(id) }).catch(() => undefined);
+    }
+  };
+  const reconcileLogged = (id: string, e: EndpointRecord | undefined) => {
+    reconcile(id, e).catch((err: unknown) => {
+      logger.error({ err: errorMessage(err), endpoint: id }, 'webhook worker not (re)started');
+    });
+  };
+  store.onChange(reconcileLogged);
+  for (const e of store.list()) await reconcile(e.id, e);
+
+  const sources = streamSources(dispatcher).map(
+    (spec) => new StreamSource(spec, { js, jsm, dispatcher, logger, metrics }),
+  );
+  for (const s of sources) await s.start();
+  const presence = new AgentPresence({
+    kv: opts.agentsKv,
+    dispatcher,
+    logger,
+    offlineAfterMs: opts.agentOfflineAfterMs,
+  });
+  await presence.start();
+
   return {
     store,
+    dispatcher,
+    queries,
     routes(api) {
       registerEndpointRoutes(api, {
         store,
-        settings: opts.settings,
+        settings,
         ...(opts.resolver === undefined ? {} : { resolver: opts.resolver }),
-        logger: opts.logger,
-        metrics: opts.metrics,
-        sendTest: async () => {
-          throw new Error('not implemented');
+        logger,
+        metrics,
+        sendTest: async (endpoint, data) => {
+          const m = dispatcher.message({
+            type: 'webhook.test',
+            data: data ?? { endpoint_id: endpoint.id, note: 'a test message from gatesync' },
+          });
+          await dispatcher.storeMessage(m);
+          await dispatcher.queue(m, endpoint.id, { attempt: 1, trigger: 'test', dueAt: 0 });
+          return { message_id: m.id };
+        },
+      });
+      registerDeliveryRoutes(api, {
+        store,
+        queries,
+        health: (id) => workers.get(id)?.health(),
+        queued: async (id) => {
+          try {
+            const info = await jsm.consumers.info(STREAMS.webhooks, endpointConsumerName(id));
+            return info.num_pending + info.num_ack_pending;
+          } catch {
+            return null;
+          }
         },
       });
     },
     async stop() {
+      stopping = true;
+      presence.stop();
+      for (const s of sources) await s.stop();
+      await Promise.all([...workers.values()].map((w) => w.stop()));
+      workers.clear();
+      await queries.stop();
+      await sender.close();
       await store.stop();
     },
   };

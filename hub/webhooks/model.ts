@@ -79,8 +79,12 @@ export interface WebhookMessage {
 
 /** One queued delivery of a message to an endpoint (the GS_WEBHOOKS payload). */
 export interface Delivery {
-  message_id: string;
+  v: 1;
+  /** The message travels with each delivery, so an attempt needs no second read. */
+  message: WebhookMessage;
   endpoint_id: string;
+  /** One id per run of attempts (the event's, or a resend's, a redrive's): retries are deduplicated by it. */
+  chain: string;
   /** 1 for the first attempt. */
   attempt: number;
   /** Not before this time (milliseconds since the epoch). */
@@ -112,6 +116,8 @@ export interface AttemptRecord {
 }
 
 export interface DeadLetter {
+  v: 1;
+  message: WebhookMessage;
   message_id: string;
   endpoint_id: string;
   event_type: EventType;

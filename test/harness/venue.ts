@@ -26,10 +26,13 @@ export interface Venue {
 
 export async function startVenue(
   t: TestContext,
-  opts: { gates: string[]; venue?: string; env?: Record<string, string> },
-): Promise<Venue> {
+  opts: { gates: string[]; venue?: string; env?: Record<string, string>; hubEnv?: Record<string, string> },
+): Promise<Venue & { defer(fn: () => unknown): void }> {
   const venue = opts.venue ?? 'v1';
-  const { dir, nats, keys, hub, defer } = await startHubEnv(t, { prefix: 'gs-venue-' });
+  const { dir, nats, keys, hub, defer } = await startHubEnv(t, {
+    prefix: 'gs-venue-',
+    ...(opts.hubEnv === undefined ? {} : { hubEnv: opts.hubEnv }),
+  });
   const gates: Gate[] = [];
   for (const gate of opts.gates) {
     const proxy = await startTcpProxy({ host: '127.0.0.1', port: nats.port });
@@ -47,7 +50,7 @@ export async function startVenue(
     gates.push({ agent, proxy });
   }
   for (const g of gates) await g.agent.networkReady;
-  return { dir, nats, keys, hub, gates };
+  return { dir, nats, keys, hub, gates, defer };
 }
 
 /** Issues `n` tickets in one batch and waits until every gate holds them; returns their QR tokens by id. */

@@ -1,0 +1,117 @@
+/**
+ * Turns events into webhook messages and queues one delivery per subscribed endpoint.
+ *
+ * A message is stored once in GS_WH_MESSAGES (for GET /v1/webhooks/messages/{id}, resend and redrive) and
+ * queued as one GS_WEBHOOKS message per endpoint (`gs.wh.<endpoint>`), each published with a Nats-Msg-Id
+ * derived from the message, the endpoint and the attempt, so a source re-processed after a crash queues
+ * nothing twice inside the duplicate window. Message ids of events are derived from what caused them (the
+ * check-in id, the ticket revision), so even a later re-send carries the same `webhook-id`.
+ */
+import { createHash } from 'node:crypto';
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { GatesyncError } from '../../shared/errors.ts';
+import { newId } from '../../shared/ids.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { subjects } from '../../shared/subjects.ts';
+import type { HubMetrics } from '../metrics.ts';
+import type { EndpointStore } from './endpoints.ts';
+import type { Delivery, EndpointRecord, EventType, WebhookMessage } from './model.ts';
+
+/** A message id derived from what caused the event: the same cause gives the same `webhook-id`. */
+export function derivedMessageId(type: EventType, cause: string): string {
+  const digest = createHash('sha256').update(`${type}\u0000${cause}`).digest('base64url');
+  return `msg_${digest.slice(0, 27)}`;
+}
+
+/** The JSON body receivers get: `{ type, timestamp, data }`. */
+export function messageBody(m: WebhookMessage): string {
+  return JSON.stringify({ type: m.type, timestamp: m.timestamp, data: m.data });
+}
+
+export function subscribes(e: EndpointRecord, m: WebhookMessage): boolean {
+  if (!e.event_types.includes(m.type)) return false;
+  if (e.venues !== null && m.venue !== null && !e.venues.includes(m.venue)) return false;
+  // Venue-less events (operational, agents of no venue) go to every endpoint that asked for the type.
+  return true;
+}
+
+export interface DispatcherOptions {
+  js: JetStreamClient;
+  store: EndpointStore;
+  logger: Logger;
+  metrics: HubMetrics;
+  maxPayloadBytes: number;
+}
+
+export class Dispatcher {
+  constructor(private readonly opts: DispatcherOptions) {}
+
+  /** Builds a message, refusing one whose body is over the size limit. */
+  message(input: {
+    id?: string;
+    type: EventType;
+    data: Record<string, unknown>;
+    venue?: string | null;
+    orderKey?: string | null;
+    timestamp?: string;
+  }): WebhookMessage {
+    const m: WebhookMessage = {
+      id: input.id ?? newId('msg_'),
+      type: input.type,
+      timestamp: input.timestamp ?? new Date().toISOString(),
+      data: input.data,
+      venue: input.venue ?? null,
+      order_key: input.orderKey ?? null,
+    };
+    const size = Buffer.byteLength(messageBody(m));
+    if (size > this.opts.maxPayloadBytes) {
+      this.opts.metrics.webhookEventsRefused.inc({ reason: 'payload_too_large' });
+      throw new GatesyncError(
+        'payload_too_large',
+        `the ${m.type} message body would be ${size} bytes; the limit is ${this.opts.maxPayloadBytes} (GATESYNC_WEBHOOK_MAX_PAYLOAD_BYTES)`,
+      );
+    }
+    return m;
+  }
+
+  /**
+   * Stores the message and queues it to every enabled endpoint that subscribes to it (but `except`).
+   * Resolves once JetStream has stored all of it; returns how many deliveries were queued.
+   */
+  async publish(m: WebhookMessage, except?: string): Promise<number> {
+    const targets = this.opts.store.list().filter((e) => !e.disabled && e.id !== except && subscribes(e, m));
+    if (targets.length === 0) return 0;
+    await Promise.all([
+      this.storeMessage(m),
+      ...targets.map((e) => this.queue(m, e.id, { attempt: 1, trigger: 'event', dueAt: 0 })),
+    ]);
+    this.opts.metrics.webhookMessages.inc({ type: m.type }, 1);
+    return targets.length;
+  }
+
+  async storeMessage(m: WebhookMessage): Promise<void> {
+    await this.opts.js.publish(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
+  }
+
+  /** Queues one delivery of `m` to one endpoint. */
+  async queue(
+    m: WebhookMessage,
+    endpointId: string,
+    at: { attempt: number; trigger: Delivery['trigger']; dueAt: number; chain?: string },
+  ): Promise<void> {
+    // Event deliveries have a derived chain (a crash between queueing and acking its source re-queues
+    // the same Nats-Msg-Id, which the stream drops); a resend, recovery, redrive or test starts a new one.
+    const chain = at.chain ?? (at.trigger === 'event' ? `${m.id}.${endpointId}` : `${at.trigger}_${newId()}`);
+    const d: Delivery = {
+      v: 1,
+      message: m,
+      endpoint_id: endpointId,
+      chain,
+      attempt: at.attempt,
+      due_at: at.dueAt,
+      trigger: at.trigger,
+    };
+    const msgID = `${chain}.${at.attempt}`;
+    await this.opts.js.publish(subjects.delivery(endpointId), JSON.stringify(d), { msgID });
+  }
+}

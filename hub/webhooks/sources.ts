@@ -1,0 +1,325 @@
+/**
+ * Where webhook messages come from: durable consumers of the hub's own streams (check-ins, conflicts,
+ * ticket changes), each acked only once its messages are queued, and a watch of agents' heartbeats that
+ * turns presence changes into `agent.online` / `agent.offline`.
+ *
+ * The stream consumers start at "new" when first created: an endpoint hears about events from the moment
+ * the hub first ran with webhooks, not the whole retained history. After that they are durable: a hub that
+ * was down catches up on what it missed.
+ */
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import { type KV, KvWatchInclude } from '@nats-io/kv';
+import { type ConflictRecord, decodeCheckin } from '../../shared/checkins.ts';
+import { decode } from '../../shared/codec.ts';
+import { errorMessage } from '../../shared/errors.ts';
+import { decodeTicketEvent } from '../../shared/events.ts';
+import type { Heartbeat } from '../../shared/heartbeat.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { RetryLoop } from '../../shared/retry-loop.ts';
+import { STREAMS, subjects } from '../../shared/subjects.ts';
+import type { HubMetrics } from '../metrics.ts';
+import { type Dispatcher, derivedMessageId } from './dispatcher.ts';
+import type { WebhookMessage } from './model.ts';
+
+const NANOS_PER_MS = 1_000_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+
+interface SourceSpec {
+  stream: string;
+  durable: string;
+  filter: string;
+  /** The message an event becomes, or null when it is not a webhook event. */
+  toMessage(m: JsMsg): WebhookMessage | null;
+}
+
+export class StreamSource {
+  private readonly loop: RetryLoop;
+
+  constructor(
+    private readonly spec: SourceSpec,
+    private readonly deps: {
+      js: JetStreamClient;
+      jsm: JetStreamManager;
+      dispatcher: Dispatcher;
+      logger: Logger;
+      metrics: HubMetrics;
+    },
+  ) {
+    this.loop = new RetryLoop({
+      logger: deps.logger,
+      what: `webhook source ${spec.durable}`,
+      round: () => this.round(),
+    });
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.deps.jsm.consumers.info(this.spec.stream, this.spec.durable);
+    } catch (err: unknown) {
+      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+      await this.deps.jsm.consumers.add(this.spec.stream, {
+        durable_name: this.spec.durable,
+        filter_subject: this.spec.filter,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.New,
+        ack_wait: 30_000 * NANOS_PER_MS,
+        max_ack_pending: 5_000,
+        max_deliver: -1,
+      });
+    }
+    this.loop.start();
+  }
+
+  stop(): Promise<void> {
+    return this.loop.stop();
+  }
+
+  private async round(): Promise<void> {
+    const consumer = await this.deps.js.consumers.get(this.spec.stream, this.spec.durable);
+    const iter = await consumer.fetch({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
+    this.loop.track(iter);
+    let chunk: JsMsg[] = [];
+    for await (const m of iter) {
+      chunk.push(m);
+      if (chunk.length >= 128 || m.info.pending === 0) {
+        await this.processChunk(chunk);
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) await this.processChunk(chunk);
+  }
+
+  /** Different tickets in parallel; one ticket's events queued in stream order. */
+  private async processChunk(chunk: JsMsg[]): Promise<void> {
+    const groups = new Map<string, { m: JsMsg; msg: WebhookMessage | null }[]>();
+    for (const m of chunk) {
+      let msg: WebhookMessage | null;
+      try {
+        msg = this.spec.toMessage(m);
+      } catch (err: unknown) {
+        // Oversized or undecodable: refused (counted by the dispatcher or here), never retried forever.
+        this.deps.logger.warn(
+          { err: errorMessage(err), subject: m.subject, seq: m.seq },
+          'event not turned into a webhook message',
+        );
+        if (!(err instanceof Error && 'code' in err && err.code === 'payload_too_large')) {
+          this.deps.metrics.webhookEventsRefused.inc({ reason: 'malformed' });
+        }
+        m.term();
+        continue;
+      }
+      const key = msg?.order_key ?? m.subject;
+      const list = groups.get(key) ?? [];
+      list.push({ m, msg });
+      groups.set(key, list);
+    }
+    await Promise.all(
+      [...groups.values()].map(async (list) => {
+        for (const { m, msg } of list) {
+          try {
+            if (msg !== null) await this.deps.dispatcher.publish(msg);
+            m.ack();
+          } catch (err: unknown) {
+            this.deps.logger.warn(
+              { err: errorMessage(err), seq: m.seq },
+              'webhook fan-out failed; will retry',
+            );
+            m.nak(1_000);
+          }
+        }
+      }),
+    );
+  }
+}
+
+export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
+  return [
+    {
+      stream: STREAMS.checkins,
+      durable: 'gs_hub_wh_checkins',
+      filter: subjects.allCheckins,
+      toMessage(m) {
+        const c = decodeCheckin(m.data);
+        const type = c.decision === 'admit' ? 'checkin.created' : 'checkin.rejected';
+        return dispatcher.message({
+          id: derivedMessageId(type, c.id),
+          type,
+          venue: c.venue,
+          orderKey: c.ticket_id,
+          timestamp: iso(c.scanned_at),
+          data: {
+            checkin_id: c.id,
+            venue: c.venue,
+            agent: c.agent,
+            gate: c.gate,
+            ticket_id: c.ticket_id,
+            direction: c.direction,
+            decision: c.decision,
+            reason: c.reason,
+            scanner: c.scanner,
+            method: c.method,
+            unsynced_ticket: c.unsynced_ticket,
+            seq: c.seq,
+            scanned_at: iso(c.scanned_at),
+          },
+        });
+      },
+    },
+    {
+      stream: STREAMS.conflicts,
+      durable: 'gs_hub_wh_conflicts',
+      filter: subjects.allConflicts,
+      toMessage(m) {
+        const c = decode(m.data) as ConflictRecord;
+        const side = (s: ConflictRecord['first']) => ({
+          checkin_id: s.checkin_id,
+          agent: s.agent,
+          gate: s.gate,
+          scanned_at: iso(s.scanned_at),
+        });
+        return dispatcher.message({
+          id: derivedMessageId('checkin.conflict', c.id),
+          type: 'checkin.conflict',
+          venue: c.venue,
+          orderKey: c.ticket_id,
+          timestamp: iso(c.detected_at),
+          data: {
+            conflict_id: c.id,
+            venue: c.venue,
+            ticket_id: c.ticket_id,
+            first: side(c.first),
+            second: side(c.second),
+            detected_at: iso(c.detected_at),
+          },
+        });
+      },
+    },
+    {
+      stream: STREAMS.tickets,
+      durable: 'gs_hub_wh_tickets',
+      filter: subjects.allTickets,
+      toMessage(m) {
+        const e = decodeTicketEvent(m.data);
+        const t = e.ticket;
+        // The QR token is an entry credential: it is never sent to subscribers.
+        return dispatcher.message({
+          id: derivedMessageId(e.type, e.id),
+          type: e.type,
+          venue: t.venue,
+          orderKey: t.id,
+          timestamp: iso(e.at),
+          data: {
+            ticket_id: t.id,
+            venue: t.venue,
+            rev: e.rev,
+            holder: t.holder,
+            tier: t.tier,
+            seat: t.seat,
+            gates: t.gates,
+            valid_from: iso(t.valid_from),
+            valid_until: iso(t.valid_until),
+            status: t.status,
+            revoked_reason: t.revoked_reason,
+          },
+        });
+      },
+    },
+  ];
+}
+
+/**
+ * Watches agents' heartbeats. An agent whose last heartbeat is older than `offlineAfterMs` goes offline;
+ * one that sends a heartbeat again comes online. Presence known when the hub starts raises nothing.
+ */
+export class AgentPresence {
+  private readonly state = new Map<string, { online: boolean; receivedAt: number; hb: Heartbeat }>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopWatch: (() => void) | undefined;
+
+  constructor(
+    private readonly deps: {
+      kv: KV;
+      dispatcher: Dispatcher;
+      logger: Logger;
+      offlineAfterMs: number;
+    },
+  ) {}
+
+  async start(): Promise<void> {
+    const now = Date.now();
+    for await (const key of await this.deps.kv.keys()) {
+      const e = await this.deps.kv.get(key);
+      if (e === null || e.operation !== 'PUT') continue;
+      try {
+        const hb = e.json<Heartbeat>();
+        const receivedAt = e.created.getTime();
+        this.state.set(key, { online: now - receivedAt < this.deps.offlineAfterMs, receivedAt, hb });
+      } catch {
+        // not a heartbeat: ignored
+      }
+    }
+    const watch = await this.deps.kv.watch({ include: KvWatchInclude.UpdatesOnly });
+    this.stopWatch = () => watch.stop();
+    void (async () => {
+      for await (const e of watch) {
+        if (e.operation !== 'PUT') continue;
+        let hb: Heartbeat;
+        try {
+          hb = e.json<Heartbeat>();
+        } catch {
+          continue;
+        }
+        const prev = this.state.get(e.key);
+        this.state.set(e.key, { online: true, receivedAt: Date.now(), hb });
+        if (prev !== undefined && !prev.online) this.emit('agent.online', hb, Date.now());
+      }
+    })().catch((err: unknown) =>
+      this.deps.logger.warn({ err: errorMessage(err) }, 'agent presence watch ended'),
+    );
+    this.timer = setInterval(() => this.sweep(), 1_000);
+    this.timer.unref();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const s of this.state.values()) {
+      if (s.online && now - s.receivedAt >= this.deps.offlineAfterMs) {
+        s.online = false;
+        this.emit('agent.offline', s.hb, now);
+      }
+    }
+  }
+
+  private emit(type: 'agent.online' | 'agent.offline', hb: Heartbeat, at: number): void {
+    const msg = this.deps.dispatcher.message({
+      id: derivedMessageId(type, `${hb.venue}.${hb.agent}.${hb.sent_at}`),
+      type,
+      venue: hb.venue,
+      orderKey: `${hb.venue}.${hb.agent}`,
+      timestamp: iso(at),
+      data: {
+        venue: hb.venue,
+        agent: hb.agent,
+        gate: hb.gate,
+        last_heartbeat_at: iso(hb.sent_at),
+        outbox_depth: hb.outbox_depth,
+        last_event_seq: hb.last_event_seq,
+      },
+    });
+    this.deps.dispatcher.publish(msg).catch((err: unknown) => {
+      this.deps.logger.warn({ err: errorMessage(err), type }, 'agent presence event not queued');
+    });
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.stopWatch?.();
+  }
+}

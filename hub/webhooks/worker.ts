@@ -1,0 +1,445 @@
+/**
+ * Delivers one endpoint's queue. Each endpoint has a durable pull consumer of its own on
+ * `gs.wh.<endpoint>` (GS_WEBHOOKS is a work queue), its own concurrency limit, token bucket and circuit
+ * breaker, so a slow or dead endpoint stalls nothing but itself (DESIGN.md, "Webhook retries").
+ *
+ * A failed attempt is not nak'd to wait: the worker queues the next attempt as a new message that carries
+ * its due time, then acks the failed one. A message fetched before it is due is nak'd with the delay that
+ * is left, which costs nothing but a slot in this endpoint's own pending set. The attempt log is written
+ * after the message is acked or re-queued, so writing it can never cause a second delivery.
+ *
+ * Order: messages with the same order key (a ticket) are attempted one at a time, in the order they were
+ * fetched, so the first attempts of one ticket's messages are made in order. A retry goes to the back of
+ * the queue; a later message can succeed before an earlier one that is waiting to be retried.
+ */
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import { errorMessage } from '../../shared/errors.ts';
+import { newId } from '../../shared/ids.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { RetryLoop } from '../../shared/retry-loop.ts';
+import { Pause } from '../../shared/sleep.ts';
+import { STREAMS, subjects } from '../../shared/subjects.ts';
+import type { WebhookSettings } from '../config.ts';
+import type { HubMetrics } from '../metrics.ts';
+import type { Dispatcher } from './dispatcher.ts';
+import { messageBody } from './dispatcher.ts';
+import type { EndpointStore } from './endpoints.ts';
+import type { AttemptRecord, DeadLetter, Delivery, EndpointRecord } from './model.ts';
+import { type BreakerState, CircuitBreaker, TokenBucket } from './rate-limiter.ts';
+import { planNext } from './retry-policy.ts';
+import { activeSecrets, webhookHeaders } from './secrets.ts';
+import type { WebhookSender } from './sender.ts';
+
+const NANOS_PER_MS = 1_000_000;
+/** Parked retries plus attempts in flight, per endpoint. Beyond it, new messages wait in the stream. */
+const MAX_ACK_PENDING = 10_000;
+/** Recent attempts kept in memory per endpoint for the dashboard's success rate and latency. */
+const STATS_WINDOW = 500;
+
+export function endpointConsumerName(endpointId: string): string {
+  return `gs_wh_${endpointId}`;
+}
+
+export interface EndpointHealth {
+  in_flight: number;
+  breaker: BreakerState;
+  attempts: number;
+  succeeded: number;
+  failed: number;
+  success_rate: number | null;
+  latency_p50_ms: number | null;
+  latency_p95_ms: number | null;
+  last_error: string | null;
+  last_attempt_at: string | null;
+}
+
+export interface WorkerDeps {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  store: EndpointStore;
+  dispatcher: Dispatcher;
+  sender: WebhookSender;
+  settings: WebhookSettings;
+  logger: Logger;
+  metrics: HubMetrics;
+  /** The hub disabled an endpoint (410 or failing too long): tell the other endpoints. */
+  onDisabled(e: EndpointRecord): void;
+  /** A delivery used up its retries. */
+  onExhausted(dl: DeadLetter): void;
+}
+
+function quantile(sorted: number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null;
+}
+
+export class EndpointWorker {
+  private readonly loop: RetryLoop;
+  private readonly pause = new Pause();
+  private readonly breaker: CircuitBreaker;
+  private bucket: TokenBucket | undefined;
+  private bucketRate: number | null = null;
+  private inFlight = 0;
+  private readonly slotWaiters: (() => void)[] = [];
+  private readonly orderTails = new Map<string, Promise<void>>();
+  private readonly recent: { ok: boolean; ms: number }[] = [];
+  private lastError: string | null = null;
+  private lastAttemptAt: string | null = null;
+  private readonly running = new Set<Promise<void>>();
+
+  constructor(
+    readonly endpointId: string,
+    private readonly deps: WorkerDeps,
+  ) {
+    this.breaker = new CircuitBreaker({
+      consecutiveFailures: deps.settings.breakerFailures,
+      coolDownMs: deps.settings.breakerCoolDownMs,
+      maxCoolDownMs: Math.max(deps.settings.breakerCoolDownMs, 10 * 60_000),
+    });
+    this.loop = new RetryLoop({
+      logger: deps.logger,
+      what: `webhook worker ${endpointId}`,
+      round: () => this.round(),
+    });
+  }
+
+  private get endpoint(): EndpointRecord | undefined {
+    return this.deps.store.get(this.endpointId);
+  }
+
+  private get concurrency(): number {
+    return Math.max(1, this.endpoint?.max_concurrency ?? 1);
+  }
+
+  async start(): Promise<void> {
+    await ensureEndpointConsumer(this.deps.jsm, this.endpointId, this.deps.sender.attemptDeadlineMs);
+    this.loop.start();
+  }
+
+  async stop(): Promise<void> {
+    this.pause.interrupt();
+    for (const w of this.slotWaiters.splice(0)) w();
+    await this.loop.stop();
+    await Promise.allSettled([...this.running]);
+  }
+
+  health(): EndpointHealth {
+    const ok = this.recent.filter((r) => r.ok).length;
+    const sorted = this.recent.map((r) => r.ms).sort((a, b) => a - b);
+    return {
+      in_flight: this.inFlight,
+      breaker: this.breaker.state(Date.now()),
+      attempts: this.recent.length,
+      succeeded: ok,
+      failed: this.recent.length - ok,
+      success_rate: this.recent.length === 0 ? null : ok / this.recent.length,
+      latency_p50_ms: quantile(sorted, 0.5),
+      latency_p95_ms: quantile(sorted, 0.95),
+      last_error: this.lastError,
+      last_attempt_at: this.lastAttemptAt,
+    };
+  }
+
+  private async waitForSlot(): Promise<void> {
+    while (this.inFlight >= this.concurrency && !this.loop.stopping) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    }
+  }
+
+  private releaseSlot(): void {
+    this.inFlight--;
+    this.deps.metrics.webhookInFlight.dec();
+    this.slotWaiters.shift()?.();
+  }
+
+  private async round(): Promise<void> {
+    await this.waitForSlot();
+    if (this.loop.stopping) return;
+    // An open breaker: fetch nothing until a probe may go; then fetch one message as the probe.
+    const snap = this.breaker.snapshot(Date.now());
+    if (snap.state === 'open' && snap.openUntil !== undefined) {
+      await this.pause.sleep(Math.max(10, snap.openUntil - Date.now()));
+      return;
+    }
+    const want = snap.state === 'closed' ? this.concurrency - this.inFlight : 1;
+    const consumer = await this.deps.js.consumers.get(
+      STREAMS.webhooks,
+      endpointConsumerName(this.endpointId),
+    );
+    const iter = await consumer.fetch({
+      max_messages: Math.max(1, want),
+      expires: 5_000,
+      idle_heartbeat: 1_000,
+    });
+    this.loop.track(iter);
+    for await (const m of iter) this.accept(m);
+  }
+
+  /** Takes one fetched message: parks it if not due, else starts its attempt in a slot. */
+  private accept(m: JsMsg): void {
+    let d: Delivery;
+    try {
+      d = JSON.parse(m.string()) as Delivery;
+      if (d.v !== 1 || typeof d.message?.id !== 'string') throw new Error('unknown delivery format');
+    } catch (err: unknown) {
+      this.deps.logger.error({ err: errorMessage(err), seq: m.seq }, 'malformed webhook delivery dropped');
+      m.term();
+      return;
+    }
+    const wait = d.due_at - Date.now();
+    if (wait > 0) {
+      m.nak(wait);
+      return;
+    }
+    this.inFlight++;
+    this.deps.metrics.webhookInFlight.inc();
+    const key = d.message.order_key;
+    const previous = key === null ? undefined : this.orderTails.get(key);
+    const run = (async () => {
+      // Waiting behind an earlier message of the same ticket, or for a token, must not let the server
+      // think this hub died and hand the message to another.
+      const keepAlive = setInterval(() => m.working(), 5_000);
+      try {
+        if (previous !== undefined) await previous;
+        await this.deliver(m, d);
+      } catch (err: unknown) {
+        this.deps.logger.warn({ err: errorMessage(err), message: d.message.id }, 'webhook delivery failed');
+        m.nak(1_000);
+      } finally {
+        clearInterval(keepAlive);
+        this.releaseSlot();
+      }
+    })();
+    if (key !== null) {
+      this.orderTails.set(key, run);
+      void run.then(() => {
+        if (this.orderTails.get(key) === run) this.orderTails.delete(key);
+      });
+    }
+    this.running.add(run);
+    void run.then(() => this.running.delete(run));
+  }
+
+  private async deliver(m: JsMsg, d: Delivery): Promise<void> {
+    const endpoint = this.endpoint;
+    if (endpoint === undefined) {
+      m.term(); // deleted: its queue is purged
+      return;
+    }
+    if (endpoint.disabled) {
+      m.nak(5_000); // waits in the queue until the endpoint is enabled
+      return;
+    }
+    // The breaker and the rate limit delay an attempt without counting it.
+    const wait = this.breaker.acquire(Date.now());
+    if (wait > 0) {
+      m.nak(wait);
+      return;
+    }
+    await this.takeToken(endpoint);
+
+    const now = Date.now();
+    const timestamp = Math.floor(now / 1000);
+    const body = messageBody(d.message);
+    const headers = webhookHeaders({
+      id: d.message.id,
+      timestamp,
+      body,
+      secrets: activeSecrets(endpoint.secrets, now),
+    });
+    m.working();
+    const result = await this.deps.sender.send({ url: endpoint.url, headers: { ...headers }, body });
+    const done = Date.now();
+    const plan = planNext({
+      attempt: d.attempt,
+      schedule: this.deps.settings.retryScheduleMs,
+      outcome: result.outcome,
+      random: Math.random,
+      now: done,
+      throttleFloorMs: this.deps.settings.throttleFloorMs,
+    });
+    const succeeded = plan.action === 'delivered';
+    this.record(succeeded, result.durationMs, result.error, now);
+
+    let next: AttemptRecord['next'] = 'delivered';
+    let nextAt: number | null = null;
+    switch (plan.action) {
+      case 'delivered':
+        this.breaker.recordSuccess(done);
+        m.ack();
+        this.deps.metrics.webhookEndToEnd.observe((done - Date.parse(d.message.timestamp)) / 1000);
+        if (endpoint.failing_since !== null) await this.markHealthy();
+        break;
+      case 'retry':
+        this.breaker.recordFailure(done);
+        next = 'retry';
+        nextAt = plan.dueAt;
+        await this.deps.dispatcher.queue(d.message, this.endpointId, {
+          attempt: d.attempt + 1,
+          trigger: 'retry',
+          dueAt: plan.dueAt,
+          chain: d.chain,
+        });
+        m.ack();
+        if (await this.markFailing(done)) next = 'endpoint_disabled';
+        break;
+      case 'dead_letter':
+        this.breaker.recordFailure(done);
+        next = 'dead_letter';
+        await this.deadLetter(d, plan.reason);
+        m.ack();
+        await this.markFailing(done);
+        break;
+      case 'disable_endpoint':
+        next = 'endpoint_disabled';
+        await this.disable('gone');
+        await this.deadLetter(d, `the endpoint was disabled: ${plan.reason}`);
+        m.ack();
+        break;
+    }
+    this.deps.metrics.webhookDeliveries.inc({ outcome: succeeded ? 'succeeded' : 'failed', next });
+    this.deps.metrics.webhookLatency.observe(
+      { outcome: succeeded ? 'succeeded' : 'failed' },
+      result.durationMs / 1000,
+    );
+    const attempt: AttemptRecord = {
+      id: newId('att_'),
+      message_id: d.message.id,
+      endpoint_id: this.endpointId,
+      event_type: d.message.type,
+      attempt: d.attempt,
+      trigger: d.trigger,
+      at: new Date(now).toISOString(),
+      outcome: succeeded ? 'succeeded' : 'failed',
+      status_code: result.statusCode,
+      duration_ms: result.durationMs,
+      error: result.error,
+      response_body: result.responseBody,
+      response_truncated: result.responseTruncated,
+      next,
+      next_attempt_at: nextAt === null ? null : new Date(nextAt).toISOString(),
+    };
+    // After the ack: a failure here loses a log line, never causes a second delivery.
+    try {
+      await this.deps.js.publish(subjects.attempt(this.endpointId, d.message.id), JSON.stringify(attempt));
+    } catch (err: unknown) {
+      this.deps.logger.warn({ err: errorMessage(err), message: d.message.id }, 'attempt log not written');
+    }
+  }
+
+  private async takeToken(endpoint: EndpointRecord): Promise<void> {
+    if (endpoint.rate_limit === null) {
+      this.bucket = undefined;
+      this.bucketRate = null;
+      return;
+    }
+    if (this.bucket === undefined || this.bucketRate !== endpoint.rate_limit) {
+      // Burst of one second's worth (at least 1): a receiver asking for 10/s never gets 50 at once.
+      this.bucket = new TokenBucket({
+        ratePerSecond: endpoint.rate_limit,
+        burst: Math.max(1, Math.floor(endpoint.rate_limit)),
+      });
+      this.bucketRate = endpoint.rate_limit;
+    }
+    for (;;) {
+      const wait = this.bucket.take(Date.now());
+      if (wait === 0) return;
+      await new Promise((r) => setTimeout(r, Math.min(wait, 5_000)));
+    }
+  }
+
+  private record(ok: boolean, ms: number, error: string | null, at: number): void {
+    this.recent.push({ ok, ms });
+    if (this.recent.length > STATS_WINDOW) this.recent.shift();
+    this.lastAttemptAt = new Date(at).toISOString();
+    if (!ok) this.lastError = error;
+  }
+
+  private async deadLetter(d: Delivery, reason: string): Promise<void> {
+    const dl: DeadLetter = {
+      v: 1,
+      message: d.message,
+      message_id: d.message.id,
+      endpoint_id: this.endpointId,
+      event_type: d.message.type,
+      attempts: d.attempt,
+      reason,
+      dead_at: new Date().toISOString(),
+    };
+    await this.deps.js.publish(subjects.deadLetter(this.endpointId, d.message.id), JSON.stringify(dl));
+    this.deps.metrics.webhookDeadLetters.inc();
+    this.deps.onExhausted(dl);
+  }
+
+  private async markHealthy(): Promise<void> {
+    await this.deps.store.update(this.endpointId, (e) => ({
+      ...e,
+      failing_since: null,
+      updated_at: new Date().toISOString(),
+    }));
+  }
+
+  /** Notes the start of a run of failures; disables the endpoint once it has lasted too long. */
+  private async markFailing(now: number): Promise<boolean> {
+    const e = this.endpoint;
+    if (e === undefined || e.disabled) return false;
+    if (e.failing_since === null) {
+      await this.deps.store.update(this.endpointId, (cur) =>
+        cur.failing_since === null ? { ...cur, failing_since: new Date(now).toISOString() } : cur,
+      );
+      return false;
+    }
+    if (now - Date.parse(e.failing_since) >= this.deps.settings.disableAfterMs) {
+      await this.disable('failing');
+      return true;
+    }
+    return false;
+  }
+
+  private async disable(reason: 'gone' | 'failing'): Promise<void> {
+    let changed = false;
+    const updated = await this.deps.store.update(this.endpointId, (cur) => {
+      if (cur.disabled) return cur;
+      changed = true;
+      const at = new Date().toISOString();
+      return { ...cur, disabled: true, disabled_reason: reason, disabled_at: at, updated_at: at };
+    });
+    if (changed && updated !== undefined) {
+      this.deps.metrics.webhookEndpointsDisabled.inc({ reason });
+      this.deps.logger.warn({ endpoint: this.endpointId, reason }, 'webhook endpoint disabled');
+      this.deps.onDisabled(updated);
+    }
+  }
+}
+
+/** The endpoint's durable consumer, created if missing. */
+export async function ensureEndpointConsumer(
+  jsm: JetStreamManager,
+  endpointId: string,
+  attemptDeadlineMs: number,
+): Promise<void> {
+  const name = endpointConsumerName(endpointId);
+  try {
+    await jsm.consumers.info(STREAMS.webhooks, name);
+  } catch (err: unknown) {
+    if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+    await jsm.consumers.add(STREAMS.webhooks, {
+      durable_name: name,
+      filter_subject: subjects.delivery(endpointId),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      // An attempt in flight when a hub dies is redelivered after this; a live attempt keeps it
+      // alive with working() while it waits for a token.
+      ack_wait: Math.max(10_000, 2 * attemptDeadlineMs + 5_000) * NANOS_PER_MS,
+      max_ack_pending: MAX_ACK_PENDING,
+      max_deliver: -1,
+    });
+  }
+}
