@@ -17,12 +17,16 @@ export interface HubProcess {
   pid: number;
   api<T = unknown>(path: string, body?: unknown): Promise<JsonResponse<T>>;
   stop(): Promise<void>;
+  /** kill -9, for fault tests; resolves when the process is gone. */
+  kill9(): Promise<void>;
 }
 
 export async function spawnHub(opts: {
   natsUrl: string;
   dataDir: string;
   signingKeyFile: string;
+  /** More settings (GATESYNC_*), e.g. webhook timeouts for a test. */
+  env?: Record<string, string>;
 }): Promise<HubProcess> {
   const child: ChildProcess = spawn(
     process.execPath,
@@ -37,6 +41,7 @@ export async function spawnHub(opts: {
         GATESYNC_SIGNING_KEY_FILE: opts.signingKeyFile,
         GATESYNC_HUB_PORT: '0',
         GATESYNC_DATA_DIR: opts.dataDir,
+        ...opts.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -72,6 +77,11 @@ export async function spawnHub(opts: {
     url,
     pid: child.pid ?? -1,
     api: <T>(path: string, body?: unknown) => httpJson<T>(url + path, { token: ADMIN_KEY, body }),
+    async kill9() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
