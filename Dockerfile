@@ -1,4 +1,5 @@
-# One image for every gatesync daemon: `gatesync hub` or `gatesync agent` (see docker-compose.yml).
+# One image for every gatesync daemon, `gatesync hub` or `gatesync agent` (see docker-compose.yml), and for the
+# tools (`gatesync keygen`, `gatesync backup`). Runs as the unprivileged `node` user; state lives in /data.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
@@ -18,4 +19,6 @@ COPY gate-agent ./gate-agent
 RUN ln -s /app/bin/gatesync.js /usr/local/bin/gatesync && mkdir -p /data /keys && chown node:node /data /keys
 USER node
 VOLUME ["/data"]
+# Hub API (GATESYNC_HUB_PORT) and scanner API (GATESYNC_AGENT_PORT), as docker-compose.yml sets them.
+EXPOSE 8080 8181
 ENTRYPOINT ["gatesync"]
