@@ -116,3 +116,14 @@ export async function startReceiver(answer?: Receiver['answer']): Promise<Receiv
   receiver.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return receiver;
 }
+
+/** Short delays so retry behaviour is tested in seconds, not hours. */
+export const FAST_WEBHOOKS: Record<string, string> = {
+  GATESYNC_WEBHOOK_ALLOW_CIDRS: '127.0.0.0/8',
+  GATESYNC_WEBHOOK_RETRY_SCHEDULE: '200ms,400ms,600ms',
+  GATESYNC_WEBHOOK_THROTTLE_FLOOR: '1s',
+  GATESYNC_WEBHOOK_CONNECT_TIMEOUT: '1s',
+  GATESYNC_WEBHOOK_HEADERS_TIMEOUT: '1s',
+  GATESYNC_WEBHOOK_BODY_TIMEOUT: '1s',
+  GATESYNC_WEBHOOK_BREAKER_COOLDOWN: '500ms',
+};

@@ -3,19 +3,8 @@ import { type TestContext, test } from 'node:test';
 import type { Resolver } from '../../hub/webhooks/ssrf.ts';
 import { type HubEnv, startHubEnv } from '../harness/gatesync.ts';
 import { waitFor } from '../harness/index.ts';
-import { startReceiver } from '../harness/receiver.ts';
+import { FAST_WEBHOOKS, startReceiver } from '../harness/receiver.ts';
 import { issueTickets, startVenue } from '../harness/venue.ts';
-
-/** Short delays so retry behaviour is tested in seconds, not hours. */
-export const FAST_WEBHOOKS: Record<string, string> = {
-  GATESYNC_WEBHOOK_ALLOW_CIDRS: '127.0.0.0/8',
-  GATESYNC_WEBHOOK_RETRY_SCHEDULE: '200ms,400ms,600ms',
-  GATESYNC_WEBHOOK_THROTTLE_FLOOR: '1s',
-  GATESYNC_WEBHOOK_CONNECT_TIMEOUT: '1s',
-  GATESYNC_WEBHOOK_HEADERS_TIMEOUT: '1s',
-  GATESYNC_WEBHOOK_BODY_TIMEOUT: '1s',
-  GATESYNC_WEBHOOK_BREAKER_COOLDOWN: '500ms',
-};
 
 interface Created {
   id: string;
