@@ -1,0 +1,271 @@
+/**
+ * bench:webhooks — deliveries per second from the hub to a fast local receiver, against a bare undici POST
+ * loop at the same concurrency to the same receiver with bodies of the same size, in the same run; and a
+ * check that no message is lost or delivered twice (by webhook-id).
+ *
+ * Set-up: our own nats-server, the hub as a child process (GATESYNC_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8), a
+ * node:http receiver in this process that answers 200 at once and verifies every signature, and one
+ * endpoint subscribed to `checkin.created` with max_concurrency C. A `webhook.test` delivery shows the
+ * endpoint's worker is running; 200 check-ins then warm the path up and give a real body as the baseline's.
+ *
+ * Hub run: N admissions of N different tickets are published straight to GS_CHECKINS from this process,
+ * as gate agents publish them (msgpack, Nats-Msg-Id = check-in id, up to 256 in flight). The hub's webhook
+ * source turns each into a `checkin.created` message, stores it, queues a delivery, and the endpoint's
+ * worker posts it. The figure is N over the time from the first publish to the arrival of the last of the
+ * N messages at the receiver (the whole hub path, fan-out included); the delivery window alone (first to
+ * last arrival) is printed too. Then the run waits a little for late duplicates and counts, by
+ * webhook-id: lost (expected, never arrived), duplicates (arrived more than once), foreign (unexpected
+ * ids) and bad signatures. Any of them non-zero fails the run.
+ *
+ * Baseline: the bare loop (bench/support/bare-post-child.ts) in a process of its own, as the hub is: N
+ * POSTs of the sampled body, each freshly signed, C in flight on a Pool of C connections. Run before and
+ * after the hub run; the mean is the baseline.
+ *
+ * Environment (optional): BENCH_MESSAGES (5000), BENCH_CONCURRENCY (16, the endpoint's max_concurrency
+ * and the bare loop's), BENCH_LOG_LEVEL (the hub child's, default info).
+ */
+import { derivedMessageId } from '../hub/webhooks/dispatcher.ts';
+import { BenchChild, envInt } from './lib/machine.ts';
+import {
+  fmt,
+  machine,
+  printJsonLine,
+  printMachine,
+  printTable,
+  progress,
+  round,
+  runBench,
+  sleep,
+} from './support/common.ts';
+import { processCpuMs } from './support/instrument.ts';
+import { startFastReceiver } from './support/webhook-receiver.ts';
+import {
+  admission,
+  createEndpoint,
+  publishWindowed,
+  startWebhookRig,
+  waitUntilDelivering,
+} from './support/webhook-setup.ts';
+
+const VENUE = 'bench';
+const AGENT = 'gate1';
+const WARMUP = 200;
+/** Check-in publishes in flight, as the agent's outbox publisher window. */
+const PUBLISH_WINDOW = 256;
+/** Milliseconds the run waits after the last expected arrival for late duplicates. */
+const GRACE_MS = 2_000;
+/** Milliseconds without a new arrival after which the hub run gives up waiting. */
+const STALL_MS = 20_000;
+const TARGET_RATIO = 0.5;
+
+interface BareResult {
+  ms: number;
+  ok: number;
+  errors: number;
+  cpu_ms: number;
+  per_s: number;
+}
+
+await runBench('bench:webhooks', 300_000, async (cleanup) => {
+  const m = machine();
+  printMachine(m);
+  const n = envInt('BENCH_MESSAGES', 5_000);
+  const concurrency = envInt('BENCH_CONCURRENCY', 16);
+  if (concurrency > 100) throw new Error('BENCH_CONCURRENCY is an endpoint max_concurrency: 1 to 100');
+
+  const rig = await startWebhookRig(cleanup, 'gs-bench-webhooks-', {});
+  const receiver = await startFastReceiver();
+  cleanup.add('receiver', () => receiver.close());
+  const endpoint = await createEndpoint(rig.hub, {
+    url: `${receiver.url}/hooks`,
+    event_types: ['checkin.created'],
+    max_concurrency: concurrency,
+    description: 'bench:webhooks',
+  });
+  receiver.setSecret(endpoint.secret);
+  await waitUntilDelivering(rig.hub, endpoint.id, receiver);
+  progress(
+    `nats ${rig.nats.url}, hub ${rig.hub.url} (pid ${rig.hub.pid}), endpoint ${endpoint.id} delivering`,
+  );
+
+  const bare = BenchChild.spawn('bench/support/bare-post-child.ts', {});
+  cleanup.add('bare loop child', () => bare.stop());
+  await bare.next('ready', 30_000);
+
+  let seq = 0;
+  let sampleBody = '';
+  /** Publishes `count` admissions and waits for all of their messages; returns the timings. */
+  const hubRun = async (count: number, label: string) => {
+    receiver.reset();
+    const checkins = Array.from({ length: count }, () => {
+      seq++;
+      return admission(VENUE, AGENT, seq, `T${seq}`);
+    });
+    const expected = new Set(checkins.map((c) => derivedMessageId('checkin.created', c.id)));
+    receiver.onArrival = (a) => {
+      if (sampleBody === '' && expected.has(a.id)) sampleBody = a.body;
+    };
+    const hubCpu0 = processCpuMs(rig.hub.pid) ?? Number.NaN;
+    const natsCpu0 = processCpuMs(rig.nats.pid) ?? Number.NaN;
+    const started = performance.now();
+    await publishWindowed(rig.js, checkins, PUBLISH_WINDOW);
+    const published = performance.now();
+    let seen = 0;
+    let lastProgress = performance.now();
+    for (;;) {
+      let got = 0;
+      for (const id of expected) if (receiver.firstArrival.has(id)) got++;
+      if (got === expected.size) break;
+      if (got !== seen) {
+        seen = got;
+        lastProgress = performance.now();
+      } else if (performance.now() - lastProgress > STALL_MS) {
+        progress(`${label}: no new arrival for ${STALL_MS} ms, ${got} of ${expected.size} arrived`);
+        break;
+      }
+      await sleep(20);
+    }
+    const arrivals = [...expected].map((id) => receiver.firstArrival.get(id)).filter((t) => t !== undefined);
+    const last = Math.max(...arrivals);
+    const first = Math.min(...arrivals);
+    const hubCpu = (processCpuMs(rig.hub.pid) ?? Number.NaN) - hubCpu0;
+    const natsCpu = (processCpuMs(rig.nats.pid) ?? Number.NaN) - natsCpu0;
+    await sleep(GRACE_MS);
+    let lost = 0;
+    for (const id of expected) if (!receiver.firstArrival.has(id)) lost++;
+    let foreign = 0;
+    for (const id of receiver.firstArrival.keys()) if (!expected.has(id)) foreign++;
+    return {
+      count,
+      publishMs: published - started,
+      totalMs: last - started,
+      windowMs: last - first,
+      firstArrivalMs: first - started,
+      perS: (arrivals.length / (last - started)) * 1000,
+      windowPerS: ((arrivals.length - 1) / (last - first)) * 1000,
+      lost,
+      duplicates: receiver.duplicates,
+      foreign,
+      requests: receiver.requests,
+      verified: receiver.verified,
+      badSignatures: receiver.badSignatures,
+      hubCpuMs: hubCpu,
+      natsCpuMs: natsCpu,
+    };
+  };
+
+  const warm = await hubRun(WARMUP, 'warm-up');
+  if (warm.lost > 0) throw new Error(`warm-up: ${warm.lost} of ${WARMUP} messages never arrived`);
+  progress(
+    `warm-up: ${WARMUP} messages in ${fmt(warm.totalMs, 0)} ms; body ${Buffer.byteLength(sampleBody)} B`,
+  );
+
+  const bareRun = async (label: string): Promise<BareResult> => {
+    receiver.reset();
+    const answer = await bare.ask(
+      {
+        type: 'run',
+        url: receiver.url,
+        concurrency,
+        count: n,
+        body: sampleBody,
+        secret: endpoint.secret,
+        idPrefix: `bare_${label}_`,
+      },
+      'done',
+      120_000,
+    );
+    const r = answer as unknown as Omit<BareResult, 'per_s'>;
+    if (r.errors > 0 || receiver.badSignatures > 0 || receiver.firstArrival.size !== n) {
+      throw new Error(
+        `bare loop ${label}: ${r.errors} errors, ${receiver.badSignatures} bad signatures, ${receiver.firstArrival.size} of ${n} ids`,
+      );
+    }
+    const result = { ...r, per_s: (r.ok / r.ms) * 1000 };
+    progress(`bare loop ${label}: ${n} POSTs in ${fmt(r.ms, 0)} ms, ${fmt(result.per_s)}/s`);
+    return result;
+  };
+
+  const bare1 = await bareRun('before');
+  const hub = await hubRun(n, 'hub');
+  progress(
+    `hub: ${n} messages in ${fmt(hub.totalMs, 0)} ms (${fmt(hub.perS)}/s), lost ${hub.lost}, duplicates ${hub.duplicates}`,
+  );
+  const bare2 = await bareRun('after');
+  const bareMean = (bare1.per_s + bare2.per_s) / 2;
+  const ratio = hub.perS / bareMean;
+  const windowRatio = hub.windowPerS / bareMean;
+  const clean = hub.lost === 0 && hub.duplicates === 0 && hub.foreign === 0 && hub.badSignatures === 0;
+
+  console.log();
+  console.log(
+    `${n} messages, concurrency ${concurrency}, body ${Buffer.byteLength(sampleBody)} B; ratio = deliveries/s over the bare loops' mean`,
+  );
+  const cpuPer = (ms: number) => fmt((ms / n) * 1000, 0);
+  printTable(
+    ['run', 'deliveries/s', 'ms', 'ratio', 'sender CPU us/msg', 'nats CPU us/msg'],
+    [
+      ['bare undici POST loop, before', fmt(bare1.per_s), fmt(bare1.ms, 0), '-', cpuPer(bare1.cpu_ms), '-'],
+      [
+        'hub: first publish -> last arrival',
+        fmt(hub.perS),
+        fmt(hub.totalMs, 0),
+        fmt(ratio, 2),
+        cpuPer(hub.hubCpuMs),
+        cpuPer(hub.natsCpuMs),
+      ],
+      [
+        'hub: first -> last arrival',
+        fmt(hub.windowPerS),
+        fmt(hub.windowMs, 0),
+        fmt(windowRatio, 2),
+        '-',
+        '-',
+      ],
+      ['bare undici POST loop, after', fmt(bare2.per_s), fmt(bare2.ms, 0), '-', cpuPer(bare2.cpu_ms), '-'],
+    ],
+  );
+  console.log(
+    `hub run: check-ins published in ${fmt(hub.publishMs, 0)} ms, first delivery ${fmt(hub.firstArrivalMs, 0)} ms after the first publish`,
+  );
+  console.log(
+    `receiver: ${hub.requests} requests, ${hub.verified} signatures verified, ${hub.badSignatures} bad; ` +
+      `lost ${hub.lost}, duplicates ${hub.duplicates}, foreign ${hub.foreign}`,
+  );
+  console.log(
+    `target: >= ${TARGET_RATIO} of the bare loop with nothing lost or doubled: ` +
+      `${ratio >= TARGET_RATIO && clean ? 'met' : 'NOT met'} (ratio ${fmt(ratio, 2)})`,
+  );
+  printJsonLine({
+    bench: 'webhooks',
+    cpu: m.cpu,
+    cores: m.cores,
+    node: m.node,
+    load_1m_at_start: m.load1,
+    messages: n,
+    concurrency,
+    body_bytes: Buffer.byteLength(sampleBody),
+    hub_per_s: round(hub.perS, 0),
+    hub_ms: round(hub.totalMs, 0),
+    hub_window_per_s: round(hub.windowPerS, 0),
+    hub_publish_ms: round(hub.publishMs, 0),
+    hub_cpu_us_per_msg: round((hub.hubCpuMs / n) * 1000, 0),
+    nats_cpu_us_per_msg: round((hub.natsCpuMs / n) * 1000, 0),
+    bare_per_s: [round(bare1.per_s, 0), round(bare2.per_s, 0)],
+    bare_cpu_us_per_msg: round((((bare1.cpu_ms + bare2.cpu_ms) / 2) * 1000) / n, 0),
+    ratio: round(ratio, 2),
+    ratio_window: round(windowRatio, 2),
+    lost: hub.lost,
+    duplicates: hub.duplicates,
+    foreign: hub.foreign,
+    bad_signatures: hub.badSignatures,
+    verified: hub.verified,
+    target_ratio: TARGET_RATIO,
+    target_met: ratio >= TARGET_RATIO && clean,
+  });
+  if (!clean) {
+    throw new Error(
+      `lost ${hub.lost}, duplicates ${hub.duplicates}, foreign ${hub.foreign}, bad signatures ${hub.badSignatures}`,
+    );
+  }
+});
