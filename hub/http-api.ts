@@ -128,6 +128,11 @@ function toIssueInput(b: IssueBody, id = b.id): IssueInput {
 export interface HubHttpOptions {
   /** More routes behind the same API-key check (webhooks, dashboard). */
   routes?: ((api: FastifyInstance) => void)[];
+  /**
+   * Routes outside the API-key check (the dashboard page, the OpenAPI document), registered before any
+   * other route so an `onRoute` hook added here sees every route.
+   */
+  publicRoutes?: ((app: FastifyInstance) => void)[];
   logger: Logger;
   metrics: HubMetrics;
   tickets: TicketService;
@@ -200,6 +205,7 @@ export function buildHubHttp(opts: HubHttpOptions): FastifyInstance {
     errorCounter: opts.metrics.httpErrors,
     notReadyReason: () => (opts.isReady() ? undefined : 'not connected to NATS'),
   });
+  for (const register of opts.publicRoutes ?? []) register(app);
 
   app.addHook('onResponse', async (request, reply) => {
     opts.metrics.httpDuration.observe(

@@ -9,10 +9,12 @@ import { connectNats, drainOrClose, LinkState, type NatsConnection } from '../sh
 import { ApiKeys } from './api-keys.ts';
 import { CheckinConsumer } from './checkin-consumer.ts';
 import type { HubConfig } from './config.ts';
+import { startDashboard } from './dashboard/index.ts';
 import { type EmbeddedNats, startEmbeddedNats } from './embedded-nats.ts';
 import { buildHubHttp } from './http-api.ts';
 import { IdempotencyStore } from './idempotency.ts';
 import { createHubMetrics, type HubMetrics } from './metrics.ts';
+import { registerOpenApi } from './openapi.ts';
 import { ensureBuckets, ensureStreams } from './streams.ts';
 import { TicketService } from './ticket-service.ts';
 import { VenueQueries } from './venue-queries.ts';
@@ -114,9 +116,19 @@ export async function startHub(
       ...(startOptions.resolver === undefined ? {} : { resolver: startOptions.resolver }),
     });
     stack.push({ name: 'webhooks', stop: () => webhooks.stop() });
+    const dashboard = await startDashboard({
+      js: jetstream(nc),
+      jsm,
+      agentsKv: buckets.agents,
+      webhooks,
+      offlineAfterMs: config.agentOfflineAfterMs,
+      logger,
+    });
+    stack.push({ name: 'dashboard', stop: () => dashboard.stop() });
     const app = buildHubHttp({
-      routes: [(api) => webhooks.routes(api)],
-      queries: new VenueQueries(jetstream(nc), jsm, buckets.agents),
+      publicRoutes: [registerOpenApi, (app) => dashboard.page(app)],
+      routes: [(api) => webhooks.routes(api), (api) => dashboard.routes(api)],
+      queries: new VenueQueries(jetstream(nc), jsm, buckets.agents, config.agentOfflineAfterMs),
       logger,
       metrics,
       tickets,

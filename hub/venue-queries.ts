@@ -71,6 +71,8 @@ export class VenueQueries {
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
     private readonly agentsKv: KV,
+    /** Milliseconds without a heartbeat before an agent is called offline (GATESYNC_AGENT_OFFLINE_AFTER). */
+    private readonly offlineAfterMs = OFFLINE_AFTER_MS,
   ) {}
 
   checkins(venue: string, q: PageQuery): Promise<Page<CheckinMessage>> {
@@ -108,7 +110,7 @@ export class VenueQueries {
       out.push({
         agent: hb.agent,
         gate: hb.gate,
-        online: now - receivedAt < OFFLINE_AFTER_MS,
+        online: now - receivedAt < this.offlineAfterMs,
         last_heartbeat: new Date(receivedAt).toISOString(),
         last_heartbeat_age_ms: now - receivedAt,
         outbox_depth: hb.outbox_depth,

@@ -1,0 +1,159 @@
+/**
+ * The dashboard's view of every venue's agents, kept from a watch of the GS_AGENTS bucket (one entry per
+ * agent, `<venue>.<agent>`, rewritten by each heartbeat every 5 s).
+ *
+ * Why a watch and not a read per request: with hundreds of venues a page of the dashboard must be
+ * filtered and paged without reading every key each second, and "scans in the last minutes" needs more
+ * than the latest heartbeat. Each heartbeat carries the agent's `checkins_total`; the board keeps the
+ * (server time, total) samples of the last SCAN_WINDOW_MS per agent, and the difference between the
+ * newest sample and the one at the window's start is the number of scans in that window. After a hub
+ * restart the window is shorter until enough heartbeats have arrived; `scans_window_ms` says how long a
+ * window the figure covers. A total that goes down (an agent's store replaced) restarts the count.
+ *
+ * Nothing here is the truth: it is rebuilt from the bucket on start, so every hub process shows the same.
+ */
+import { type KV, type KvEntry, KvWatchInclude } from '@nats-io/kv';
+import { errorMessage } from '../../shared/errors.ts';
+import type { Heartbeat } from '../../shared/heartbeat.ts';
+import type { Logger } from '../../shared/logger.ts';
+
+/** Milliseconds of scan history kept per agent: the dashboard shows scans in the last 5 minutes. */
+export const SCAN_WINDOW_MS = 5 * 60_000;
+
+interface Sample {
+  /** Milliseconds since the epoch (NATS server time of the heartbeat). */
+  at: number;
+  total: number;
+}
+
+export interface AgentEntry {
+  venue: string;
+  hb: Heartbeat;
+  /** NATS server time the latest heartbeat was stored (agent clock skew cannot make a gate look dead). */
+  receivedAt: number;
+  samples: Sample[];
+  /** KV revision of the heartbeat held. */
+  revision: number;
+}
+
+export interface AgentView {
+  venue: string;
+  agent: string;
+  gate: string;
+  online: boolean;
+  /** The agent's own view of its NATS link at its last heartbeat. */
+  link_connected: boolean;
+  last_heartbeat: string;
+  last_heartbeat_age_ms: number;
+  outbox_depth: number;
+  oldest_unsent_age_ms: number | null;
+  tickets_held: number;
+  last_event_seq: number;
+  /** Ticket events the agent's consumer has not taken yet (sync lag, in events); null when unknown. */
+  sync_pending: number | null;
+  checkins_total: number;
+  scans_recent: number;
+  /** Milliseconds the `scans_recent` figure covers (up to SCAN_WINDOW_MS). */
+  scans_window_ms: number;
+}
+
+export class AgentBoard {
+  /** By KV key `<venue>.<agent>`. */
+  private readonly agents = new Map<string, AgentEntry>();
+  private stopWatch: (() => void) | undefined;
+  private version = 0;
+
+  constructor(private readonly deps: { kv: KV; logger: Logger; offlineAfterMs: number }) {}
+
+  /** Resolves once the bucket's current entries are loaded; updates follow in the background. */
+  async start(): Promise<void> {
+    // Watch first, then read what is there: an update that lands in between is applied either way, and
+    // the revision check keeps the newer of the two.
+    const watch = await this.deps.kv.watch({ include: KvWatchInclude.UpdatesOnly });
+    this.stopWatch = () => watch.stop();
+    void (async () => {
+      for await (const e of watch) this.apply(e);
+    })().catch((err: unknown) =>
+      this.deps.logger.warn({ err: errorMessage(err) }, 'dashboard agent watch ended'),
+    );
+    for await (const key of await this.deps.kv.keys()) {
+      const e = await this.deps.kv.get(key);
+      if (e !== null) this.apply(e);
+    }
+  }
+
+  stop(): void {
+    this.stopWatch?.();
+    this.stopWatch = undefined;
+  }
+
+  /** Grows on every change, so a stream can tell "nothing new" cheaply. */
+  get changes(): number {
+    return this.version;
+  }
+
+  private apply(e: KvEntry): void {
+    const prev = this.agents.get(e.key);
+    if (prev !== undefined && prev.revision >= e.revision) return;
+    this.version++;
+    if (e.operation !== 'PUT') {
+      this.agents.delete(e.key);
+      return;
+    }
+    let hb: Heartbeat;
+    try {
+      hb = e.json<Heartbeat>();
+    } catch {
+      return; // not a heartbeat
+    }
+    const venue = e.key.slice(0, e.key.indexOf('.'));
+    const at = e.created.getTime();
+    let samples = prev?.samples ?? [];
+    const last = samples[samples.length - 1];
+    if (last !== undefined && hb.checkins_total < last.total) samples = [];
+    samples.push({ at, total: hb.checkins_total });
+    // Keep one sample at or before the window's start, so the window is measured in full.
+    while (samples.length > 2 && (samples[1] as Sample).at <= at - SCAN_WINDOW_MS) samples.shift();
+    this.agents.set(e.key, { venue, hb, receivedAt: at, samples, revision: e.revision });
+  }
+
+  /** Every venue with the keys of its agents, sorted by venue name. */
+  venues(): Map<string, AgentEntry[]> {
+    const out = new Map<string, AgentEntry[]>();
+    for (const key of [...this.agents.keys()].sort()) {
+      const a = this.agents.get(key) as AgentEntry;
+      const list = out.get(a.venue);
+      if (list === undefined) out.set(a.venue, [a]);
+      else list.push(a);
+    }
+    return new Map([...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+
+  view(a: AgentEntry, syncPending: number | null, now = Date.now()): AgentView {
+    const hb = a.hb;
+    const start = now - SCAN_WINDOW_MS;
+    // The base is the newest sample at or before the window's start (or the oldest one kept).
+    let base = a.samples[0] as Sample;
+    for (const s of a.samples) if (s.at <= start) base = s;
+    const last = a.samples[a.samples.length - 1] as Sample;
+    const from = Math.max(base.at, start);
+    return {
+      venue: a.venue,
+      agent: hb.agent,
+      gate: hb.gate,
+      online: now - a.receivedAt < this.deps.offlineAfterMs,
+      link_connected: hb.connected,
+      last_heartbeat: new Date(a.receivedAt).toISOString(),
+      last_heartbeat_age_ms: Math.max(0, now - a.receivedAt),
+      outbox_depth: hb.outbox_depth,
+      oldest_unsent_age_ms:
+        hb.oldest_unsent_at === null ? null : Math.max(0, hb.sent_at - hb.oldest_unsent_at),
+      tickets_held: hb.tickets_held,
+      last_event_seq: hb.last_event_seq,
+      sync_pending: syncPending,
+      checkins_total: hb.checkins_total,
+      scans_recent: last.at <= start ? 0 : last.total - base.total,
+      scans_window_ms: Math.max(0, Math.min(SCAN_WINDOW_MS, now - from)),
+    };
+  }
+}
