@@ -369,6 +369,9 @@ const IDEMPOTENCY = {
   ),
   '422': E('The Idempotency-Key was used with another body (idempotency_mismatch)'),
 };
+const URL_REFUSED = {
+  '422': E('The URL is not https, or resolves to a refused address (webhook_url_refused)'),
+};
 const BUS = { '503': E('NATS is unreachable right now (nats_unavailable); retry later') };
 
 /** Keyed by `<method> <OpenAPI path>`. */
@@ -486,6 +489,7 @@ const OPERATIONS: Record<string, Operation> = {
       '201': ['The endpoint and its secret', 'EndpointCreated'],
       ...BODY_ERRORS,
       ...AUTH_ERRORS,
+      ...URL_REFUSED,
       ...BUS,
     },
   },
@@ -508,7 +512,14 @@ const OPERATIONS: Record<string, Operation> = {
     tag: 'webhooks',
     summary: 'Change an endpoint',
     auth: 'admin',
-    responses: { '200': ['The endpoint', 'Endpoint'], ...BODY_ERRORS, ...AUTH_ERRORS, ...NOT_FOUND, ...BUS },
+    responses: {
+      '200': ['The endpoint', 'Endpoint'],
+      ...BODY_ERRORS,
+      ...AUTH_ERRORS,
+      ...NOT_FOUND,
+      ...URL_REFUSED,
+      ...BUS,
+    },
   },
   'delete /v1/webhooks/endpoints/{id}': {
     operationId: 'deleteEndpoint',
