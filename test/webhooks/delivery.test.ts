@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
 import type { Resolver } from '../../hub/webhooks/ssrf.ts';
-import { type HubEnv, startHubEnv } from '../harness/gatesync.ts';
+import { type HubEnv, startHubEnv, ticketBody } from '../harness/gatesync.ts';
 import { waitFor } from '../harness/index.ts';
 import { FAST_WEBHOOKS, startReceiver } from '../harness/receiver.ts';
 import { issueTickets, startVenue } from '../harness/venue.ts';
@@ -304,4 +304,65 @@ test('an endpoint failing for longer than the disable-after setting is disabled'
     { timeoutMs: 20_000, message: 'disabled for failing' },
   );
   assert.equal(e.disabled_reason, 'failing');
+});
+
+test("one ticket's messages are attempted in order: issued before revoked, for every ticket", async (t) => {
+  const w = await webhookEnv(t);
+  const rx = await startReceiver((_r, i) => ({ status: 200, delayMs: i % 3 === 0 ? 30 : 0 }));
+  w.defer(() => rx.close());
+  await w.endpoint(`${rx.url}/tickets`, {
+    event_types: ['ticket.issued', 'ticket.revoked'],
+    max_concurrency: 8,
+  });
+  const ids = Array.from({ length: 20 }, (_, i) => `ORD${i}`);
+  const batch = await w.hub.api('/v1/venues/v1/tickets:batch', {
+    body: { tickets: ids.map((id) => ticketBody({ id })) },
+  });
+  assert.equal(batch.status, 200);
+  for (const id of ids) {
+    const r = await w.hub.api(`/v1/venues/v1/tickets/${id}/revoke`, { body: { reason: 'refund' } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  await waitFor(() => rx.received.length >= 40, { timeoutMs: 20_000, message: 'all 40 delivered' });
+  for (const id of ids) {
+    const types = rx.received.filter((r) => r.json.data.ticket_id === id).map((r) => r.json.type);
+    assert.deepEqual(types, ['ticket.issued', 'ticket.revoked'], id);
+  }
+  assert.equal(
+    rx.received.some((r) => 'qr' in r.json.data),
+    false,
+    'the QR token is never sent',
+  );
+});
+
+test('recover re-queues only the dead letters since the given time', async (t) => {
+  const w = await webhookEnv(t, { GATESYNC_WEBHOOK_RETRY_SCHEDULE: '100ms' });
+  let up = false;
+  const rx = await startReceiver(() => ({ status: up ? 200 : 500 }));
+  w.defer(() => rx.close());
+  const ep = await w.endpoint(`${rx.url}/hook`);
+  const old = await w.sendTest(ep.id);
+  const deadCount = async () => {
+    const r = await w.hub.api<{ dead_letters: unknown[] }>(`/v1/webhooks/endpoints/${ep.id}/dead-letters`);
+    return r.body.dead_letters.length;
+  };
+  await waitFor(async () => (await deadCount()) === 1, { message: 'first dead letter' });
+  await new Promise((r) => setTimeout(r, 50));
+  const since = new Date().toISOString();
+  const recent = await w.sendTest(ep.id);
+  await waitFor(async () => (await deadCount()) === 2, { message: 'second dead letter' });
+  up = true;
+  const job = await w.hub.api<{ job: { id: string } }>(`/v1/webhooks/endpoints/${ep.id}/recover`, {
+    body: { since },
+  });
+  assert.equal(job.status, 202, JSON.stringify(job.body));
+  const done = await waitFor(async () => {
+    const r = await w.hub.api<{ status: string; queued: number }>(`/v1/webhooks/jobs/${job.body.job.id}`);
+    return r.body.status === 'done' ? r.body : undefined;
+  });
+  assert.equal(done.queued, 1);
+  await waitFor(() => rx.received.some((r) => r.id === recent && r.at > Date.parse(since)));
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(rx.received.filter((r) => r.id === old).length, 2, 'the older one was not recovered');
+  assert.equal(await deadCount(), 1);
 });
