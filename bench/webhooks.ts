@@ -24,6 +24,7 @@
  * Environment (optional): BENCH_MESSAGES (5000), BENCH_CONCURRENCY (16, the endpoint's max_concurrency
  * and the bare loop's), BENCH_LOG_LEVEL (the hub child's, default info).
  */
+import type { NatsConnection } from '@nats-io/transport-node';
 import { derivedMessageId } from '../hub/webhooks/dispatcher.ts';
 import { BenchChild, envInt } from './lib/machine.ts';
 import {
@@ -37,6 +38,7 @@ import {
   runBench,
   sleep,
 } from './support/common.ts';
+import type { HubProcess } from './support/hub-process.ts';
 import { processCpuMs } from './support/instrument.ts';
 import { startFastReceiver } from './support/webhook-receiver.ts';
 import {
@@ -57,6 +59,63 @@ const GRACE_MS = 2_000;
 /** Milliseconds without a new arrival after which the hub run gives up waiting. */
 const STALL_MS = 20_000;
 const TARGET_RATIO = 0.5;
+
+/** Milliseconds between samples of the hub's in-flight gauge during the hub run. */
+const IN_FLIGHT_SAMPLE_MS = 100;
+
+/** One value of an unlabelled gauge from the hub's /metrics. */
+async function hubGauge(hub: HubProcess, name: string): Promise<number | undefined> {
+  const res = await hub.api<string>('/metrics');
+  for (const line of String(res.body).split('\n')) {
+    if (line.startsWith(`${name} `)) return Number(line.slice(name.length + 1));
+  }
+  return undefined;
+}
+
+/**
+ * Counts, with plain core subscriptions, the JetStream API requests the hub makes on GS_WEBHOOKS while
+ * it delivers: pull requests (CONSUMER.MSG.NEXT), consumer look-ups (CONSUMER.INFO) and acks. The taps
+ * only listen; they change nothing the hub does.
+ */
+interface ApiCounts {
+  pulls: number;
+  pulledMessages: number;
+  consumerInfo: number;
+  acks: number;
+}
+
+function tapJetStreamApi(nc: NatsConnection): { stop(): ApiCounts } {
+  const counts: ApiCounts = { pulls: 0, pulledMessages: 0, consumerInfo: 0, acks: 0 };
+  const subs = [
+    nc.subscribe('$JS.API.CONSUMER.MSG.NEXT.GS_WEBHOOKS.>', {
+      callback: (_err, msg) => {
+        counts.pulls++;
+        try {
+          const batch = (JSON.parse(msg.string()) as { batch?: number }).batch;
+          counts.pulledMessages += typeof batch === 'number' ? batch : 1;
+        } catch {
+          counts.pulledMessages++;
+        }
+      },
+    }),
+    nc.subscribe('$JS.API.CONSUMER.INFO.GS_WEBHOOKS.>', {
+      callback: () => {
+        counts.consumerInfo++;
+      },
+    }),
+    nc.subscribe('$JS.ACK.GS_WEBHOOKS.>', {
+      callback: () => {
+        counts.acks++;
+      },
+    }),
+  ];
+  return {
+    stop() {
+      for (const sub of subs) sub.unsubscribe();
+      return counts;
+    },
+  };
+}
 
 interface BareResult {
   ms: number;
@@ -105,6 +164,16 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     receiver.onArrival = (a) => {
       if (sampleBody === '' && expected.has(a.id)) sampleBody = a.body;
     };
+    const taps = tapJetStreamApi(rig.nc);
+    const inFlight: number[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const v = await hubGauge(rig.hub, 'gatesync_hub_webhook_attempts_in_flight');
+        if (v !== undefined) inFlight.push(v);
+        await sleep(IN_FLIGHT_SAMPLE_MS);
+      }
+    })();
     const hubCpu0 = processCpuMs(rig.hub.pid) ?? Number.NaN;
     const natsCpu0 = processCpuMs(rig.nats.pid) ?? Number.NaN;
     const started = performance.now();
@@ -130,6 +199,9 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     const first = Math.min(...arrivals);
     const hubCpu = (processCpuMs(rig.hub.pid) ?? Number.NaN) - hubCpu0;
     const natsCpu = (processCpuMs(rig.nats.pid) ?? Number.NaN) - natsCpu0;
+    sampling = false;
+    await sampler;
+    const api = taps.stop();
     await sleep(GRACE_MS);
     let lost = 0;
     for (const id of expected) if (!receiver.firstArrival.has(id)) lost++;
@@ -151,6 +223,9 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
       badSignatures: receiver.badSignatures,
       hubCpuMs: hubCpu,
       natsCpuMs: natsCpu,
+      api,
+      meanInFlight:
+        inFlight.length === 0 ? Number.NaN : inFlight.reduce((a, b) => a + b, 0) / inFlight.length,
     };
   };
 
@@ -160,14 +235,14 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     `warm-up: ${WARMUP} messages in ${fmt(warm.totalMs, 0)} ms; body ${Buffer.byteLength(sampleBody)} B`,
   );
 
-  const bareRun = async (label: string): Promise<BareResult> => {
+  const bareRun = async (label: string, count = n): Promise<BareResult> => {
     receiver.reset();
     const answer = await bare.ask(
       {
         type: 'run',
         url: receiver.url,
         concurrency,
-        count: n,
+        count,
         body: sampleBody,
         secret: endpoint.secret,
         idPrefix: `bare_${label}_`,
@@ -176,16 +251,17 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
       120_000,
     );
     const r = answer as unknown as Omit<BareResult, 'per_s'>;
-    if (r.errors > 0 || receiver.badSignatures > 0 || receiver.firstArrival.size !== n) {
+    if (r.errors > 0 || receiver.badSignatures > 0 || receiver.firstArrival.size !== count) {
       throw new Error(
-        `bare loop ${label}: ${r.errors} errors, ${receiver.badSignatures} bad signatures, ${receiver.firstArrival.size} of ${n} ids`,
+        `bare loop ${label}: ${r.errors} errors, ${receiver.badSignatures} bad signatures, ${receiver.firstArrival.size} of ${count} ids`,
       );
     }
     const result = { ...r, per_s: (r.ok / r.ms) * 1000 };
-    progress(`bare loop ${label}: ${n} POSTs in ${fmt(r.ms, 0)} ms, ${fmt(result.per_s)}/s`);
+    progress(`bare loop ${label}: ${count} POSTs in ${fmt(r.ms, 0)} ms, ${fmt(result.per_s)}/s`);
     return result;
   };
 
+  await bareRun('warm-up', Math.min(n, 1_000));
   const bare1 = await bareRun('before');
   const hub = await hubRun(n, 'hub');
   progress(
@@ -228,6 +304,12 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
   console.log(
     `hub run: check-ins published in ${fmt(hub.publishMs, 0)} ms, first delivery ${fmt(hub.firstArrivalMs, 0)} ms after the first publish`,
   );
+  const per = (v: number) => fmt(v / n, 2);
+  console.log(
+    `hub worker, per delivery: ${per(hub.api.pulls)} pull requests (asking for ${per(hub.api.pulledMessages)} messages), ` +
+      `${per(hub.api.consumerInfo)} consumer look-ups, ${per(hub.api.acks)} acks; ` +
+      `mean attempts in flight ${fmt(hub.meanInFlight, 1)} of ${concurrency} allowed`,
+  );
   console.log(
     `receiver: ${hub.requests} requests, ${hub.verified} signatures verified, ${hub.badSignatures} bad; ` +
       `lost ${hub.lost}, duplicates ${hub.duplicates}, foreign ${hub.foreign}`,
@@ -251,6 +333,10 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     hub_publish_ms: round(hub.publishMs, 0),
     hub_cpu_us_per_msg: round((hub.hubCpuMs / n) * 1000, 0),
     nats_cpu_us_per_msg: round((hub.natsCpuMs / n) * 1000, 0),
+    pulls_per_msg: round(hub.api.pulls / n, 2),
+    consumer_info_per_msg: round(hub.api.consumerInfo / n, 2),
+    acks_per_msg: round(hub.api.acks / n, 2),
+    mean_in_flight: round(hub.meanInFlight, 1),
     bare_per_s: [round(bare1.per_s, 0), round(bare2.per_s, 0)],
     bare_cpu_us_per_msg: round((((bare1.cpu_ms + bare2.cpu_ms) / 2) * 1000) / n, 0),
     ratio: round(ratio, 2),

@@ -15,7 +15,7 @@ import { newId } from '../../shared/ids.ts';
 import { subjects } from '../../shared/subjects.ts';
 import { makeKeys, type TestKeys } from '../../test/harness/gatesync.ts';
 import { type NatsServerHandle, startNats, tmpDir, waitFor } from '../../test/harness/index.ts';
-import type { Cleanup } from '../lib/machine.ts';
+import { type Cleanup, REPO_ROOT } from '../lib/machine.ts';
 import { type HubProcess, spawnHub } from './hub-process.ts';
 import type { FastReceiver } from './webhook-receiver.ts';
 
@@ -44,7 +44,17 @@ export async function startWebhookRig(
     natsUrl: nats.url,
     dataDir: join(dir, 'hub'),
     signingKeyFile: keys.file,
-    env: { GATESYNC_WEBHOOK_ALLOW_CIDRS: '127.0.0.0/8', ...hubEnv },
+    env: {
+      GATESYNC_WEBHOOK_ALLOW_CIDRS: '127.0.0.0/8',
+      // BENCH_HUB_PROFILE=<dir>: a CPU profile of the hub, written there when it exits.
+      ...(process.env.BENCH_HUB_PROFILE
+        ? {
+            NODE_OPTIONS: `--import ${join(REPO_ROOT, 'bench/support/cpu-profile-preload.mjs')}`,
+            BENCH_PROFILE_DIR: process.env.BENCH_HUB_PROFILE,
+          }
+        : {}),
+      ...hubEnv,
+    },
   });
   cleanup.add('hub', () => hub.stop());
   const nc = await connect({
