@@ -112,7 +112,9 @@ export const DashboardSnapshot = Type.Object(
                   Closed,
                 ),
               ),
-              state: Type.Union(['disabled', 'failing', 'healthy', 'idle'].map((s) => Type.Literal(s))),
+              state: Type.Union(
+                ['disabled', 'failing', 'degraded', 'healthy', 'idle'].map((s) => Type.Literal(s)),
+              ),
             },
             Closed,
           ),

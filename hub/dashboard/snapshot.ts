@@ -68,7 +68,7 @@ export interface EndpointRow {
     last_error: string | null;
     last_attempt_at: string | null;
   } | null;
-  state: 'disabled' | 'failing' | 'healthy' | 'idle';
+  state: 'disabled' | 'failing' | 'degraded' | 'healthy' | 'idle';
 }
 
 export interface FailedRow {
@@ -137,9 +137,11 @@ const iso = (ms: number) => new Date(ms).toISOString();
 function endpointState(e: Omit<EndpointRow, 'state'>): EndpointRow['state'] {
   if (e.disabled) return 'disabled';
   const h = e.health;
+  // failing_since is set from the first failure of a run and cleared by a success.
   if (e.failing_since !== null || (h !== null && h.breaker !== 'closed')) return 'failing';
   if (h === null || h.attempts === 0) return 'idle';
-  return h.last_error !== null && (h.success_rate ?? 1) < 0.5 ? 'failing' : 'healthy';
+  // Delivering now, but recent attempts failed too.
+  return (h.success_rate ?? 1) < 0.9 ? 'degraded' : 'healthy';
 }
 
 export class SnapshotBuilder {
