@@ -46,6 +46,14 @@ export interface DispatcherOptions {
 export class Dispatcher {
   constructor(private readonly opts: DispatcherOptions) {}
 
+  /** True when some enabled endpoint subscribes to one of `types`. */
+  wanted(types: readonly EventType[]): boolean {
+    for (const e of this.opts.store.unordered()) {
+      if (!e.disabled && types.some((t) => e.event_types.includes(t))) return true;
+    }
+    return false;
+  }
+
   /** Builds a message, refusing one whose body is over the size limit. */
   message(input: {
     id?: string;

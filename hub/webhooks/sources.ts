@@ -26,7 +26,7 @@ import { RetryLoop } from '../../shared/retry-loop.ts';
 import { STREAMS, subjects } from '../../shared/subjects.ts';
 import type { HubMetrics } from '../metrics.ts';
 import { type Dispatcher, derivedMessageId } from './dispatcher.ts';
-import type { WebhookMessage } from './model.ts';
+import type { EventType, WebhookMessage } from './model.ts';
 
 const NANOS_PER_MS = 1_000_000;
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -35,6 +35,8 @@ interface SourceSpec {
   stream: string;
   durable: string;
   filter: string;
+  /** The types this source can produce: with no enabled endpoint wanting any, events are acked unread. */
+  types: EventType[];
   /** The message an event becomes, or null when it is not a webhook event. */
   toMessage(m: JsMsg): WebhookMessage | null;
 }
@@ -98,6 +100,11 @@ export class StreamSource {
 
   /** Different tickets in parallel; one ticket's events queued in stream order. */
   private async processChunk(chunk: JsMsg[]): Promise<void> {
+    if (!this.deps.dispatcher.wanted(this.spec.types)) {
+      // Nobody subscribes: decoding and building messages would be work for nothing.
+      for (const m of chunk) m.ack();
+      return;
+    }
     const groups = new Map<string, { m: JsMsg; msg: WebhookMessage | null }[]>();
     for (const m of chunk) {
       let msg: WebhookMessage | null;
@@ -145,6 +152,7 @@ export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
       stream: STREAMS.checkins,
       durable: 'gs_hub_wh_checkins',
       filter: subjects.allCheckins,
+      types: ['checkin.created', 'checkin.rejected'],
       toMessage(m) {
         const c = decodeCheckin(m.data);
         const type = c.decision === 'admit' ? 'checkin.created' : 'checkin.rejected';
@@ -176,6 +184,7 @@ export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
       stream: STREAMS.conflicts,
       durable: 'gs_hub_wh_conflicts',
       filter: subjects.allConflicts,
+      types: ['checkin.conflict'],
       toMessage(m) {
         const c = decode(m.data) as ConflictRecord;
         const side = (s: ConflictRecord['first']) => ({
@@ -205,6 +214,7 @@ export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
       stream: STREAMS.tickets,
       durable: 'gs_hub_wh_tickets',
       filter: subjects.allTickets,
+      types: ['ticket.issued', 'ticket.revoked'],
       toMessage(m) {
         const e = decodeTicketEvent(m.data);
         const t = e.ticket;
