@@ -218,11 +218,10 @@ const attemptFields = {
   next_attempt_at: Nullable(IsoTime),
 };
 const Attempt = Type.Object(attemptFields, Closed);
-const StreamCursor = Type.Integer({ minimum: 1, description: 'Stream sequence; pass as `after` to read on' });
 const AttemptPage = Type.Object(
   {
-    attempts: Type.Array(Type.Object({ ...attemptFields, cursor: StreamCursor }, Closed)),
-    next_cursor: Nullable(StreamCursor),
+    attempts: Type.Array(Type.Object({ ...attemptFields, cursor: Cursor }, Closed)),
+    next_cursor: Nullable(Cursor),
   },
   Closed,
 );
@@ -235,12 +234,12 @@ const DeadLetter = Type.Object(
     attempts: Type.Integer({ minimum: 1 }),
     reason: Type.String(),
     dead_at: IsoTime,
-    cursor: StreamCursor,
+    cursor: Cursor,
   },
   Closed,
 );
 const DeadLetterPage = Type.Object(
-  { dead_letters: Type.Array(DeadLetter), next_cursor: Nullable(StreamCursor) },
+  { dead_letters: Type.Array(DeadLetter), next_cursor: Nullable(Cursor) },
   Closed,
 );
 

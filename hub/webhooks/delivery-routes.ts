@@ -43,7 +43,10 @@ export function registerDeliveryRoutes(api: FastifyInstance, deps: DeliveryRoute
       assertAdmin(request.caller as Caller);
       endpointOr404(request.params.id);
       const page = await deps.queries.endpointAttempts(request.params.id, pageQuery(request.query));
-      return { attempts: page.items, next_cursor: page.next_cursor };
+      return {
+        attempts: page.items.map((a) => ({ ...a, cursor: String(a.cursor) })),
+        next_cursor: page.next_cursor === null ? null : String(page.next_cursor),
+      };
     },
   );
 
@@ -55,8 +58,8 @@ export function registerDeliveryRoutes(api: FastifyInstance, deps: DeliveryRoute
       endpointOr404(request.params.id);
       const page = await deps.queries.deadLetters(request.params.id, pageQuery(request.query));
       return {
-        dead_letters: page.items.map(({ message: _m, v: _v, ...d }) => d),
-        next_cursor: page.next_cursor,
+        dead_letters: page.items.map(({ message: _m, v: _v, ...d }) => ({ ...d, cursor: String(d.cursor) })),
+        next_cursor: page.next_cursor === null ? null : String(page.next_cursor),
       };
     },
   );
