@@ -366,3 +366,24 @@ test('recover re-queues only the dead letters since the given time', async (t) =
   assert.equal(rx.received.filter((r) => r.id === old).length, 2, 'the older one was not recovered');
   assert.equal(await deadCount(), 1);
 });
+
+test('a message over the size limit is refused when it is created, with a clear error', async (t) => {
+  const w = await webhookEnv(t, { GATESYNC_WEBHOOK_MAX_PAYLOAD_BYTES: '2048' });
+  const rx = await startReceiver();
+  w.defer(() => rx.close());
+  const ep = await w.endpoint(`${rx.url}/hook`);
+  const big = await w.hub.api<{ error: { code: string; message: string } }>(
+    `/v1/webhooks/endpoints/${ep.id}/test`,
+    { body: { data: { blob: 'x'.repeat(4000) } } },
+  );
+  assert.equal(big.status, 413);
+  assert.equal(big.body.error.code, 'payload_too_large');
+  assert.match(big.body.error.message, /limit is 2048/);
+  const metrics = await w.hub.api<string>('/metrics');
+  assert.match(
+    String(metrics.body),
+    /gatesync_hub_webhook_events_refused_total\{reason="payload_too_large"\} 1/,
+  );
+  await w.sendTest(ep.id);
+  await waitFor(() => rx.received.length === 1, { message: 'a small one still goes' });
+});
