@@ -8,6 +8,12 @@
  * check-in for every scan and to list that conflict, then prints a summary (scans against the hub's
  * check-ins: lost, duplicates, conflicts), exits non-zero if any of it is off, and removes everything.
  *
+ * A subscriber sees it all too: the sample receiver of examples/webhook-receiver.ts runs in-process on
+ * loopback (let through by GATESYNC_WEBHOOK_ALLOW_CIDRS), registered as a webhook endpoint for check-ins,
+ * conflicts and agents going offline and online. It verifies every delivery's signature itself; the demo
+ * prints progress as they arrive, waits at the end for the webhook of every admission the hub holds, and
+ * fails if one did not verify or if the checkin.created count differs from the hub's admitted check-ins.
+ *
  * Everything the demo does to the daemons goes through their public HTTP APIs; only start and stop are
  * in-process. The daemons log through loggers at level `warn`, rendered as short human lines.
  */
@@ -18,6 +24,12 @@ import { join } from 'node:path';
 import { setTimeout as sleepFor } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { pino } from 'pino';
+import {
+  type RefusalReason,
+  startWebhookReceiver,
+  type Webhook,
+  type WebhookReceiver,
+} from '../examples/webhook-receiver.ts';
 import { loadAgentConfig } from '../gate-agent/config.ts';
 import { type AgentHandle, type AgentStatus, startAgent } from '../gate-agent/main.ts';
 import type { RejectReason } from '../gate-agent/ticket-store.ts';
@@ -44,6 +56,27 @@ const STOP_STEP_TIMEOUT_INTERRUPTED_MS = 5_000;
 const HUB_REPLAY_TIMEOUT_MS = 15_000;
 /** Page size for the hub's check-in and conflict lists (the most the API allows). */
 const HUB_PAGE_LIMIT = 1_000;
+/** What the sample receiver subscribes to. */
+const WEBHOOK_EVENT_TYPES = ['checkin.created', 'checkin.conflict', 'agent.offline', 'agent.online'] as const;
+/**
+ * The hub's GATESYNC_AGENT_OFFLINE_AFTER in the demo. Heartbeats come every 5 s, so 7 s leaves 2 s for a
+ * late one before a gate is called offline, and an 8 s cut always makes the cut gate's heartbeats miss
+ * it: its first one after the restore comes at least 8 s after its last one before the cut. (A --fast
+ * run's 3 s cut may or may not.)
+ */
+const DEMO_AGENT_OFFLINE_AFTER = '7s';
+/** Longest the demo waits for the webhooks of everything the hub holds, once the hub holds it. */
+const WEBHOOK_WAIT_MS = 8_000;
+/** A progress line every this many checkin.created webhooks. */
+const WEBHOOK_PROGRESS_EVERY = 100;
+/** Refusals that mean a delivery failed verification (no_secret and too_large are not about the signature). */
+const VERIFICATION_FAILURES: readonly RefusalReason[] = [
+  'missing_headers',
+  'bad_timestamp',
+  'stale_timestamp',
+  'bad_signature',
+  'bad_body',
+];
 
 type Reason = RejectReason;
 const REASON_ORDER: Reason[] = [
@@ -243,6 +276,14 @@ class Demo {
   private restoredAtWall: number | undefined;
   private hubReplay: HubReplay | undefined;
   private readonly warnings = new Map<string, { shown: string; count: number }>();
+  private receiver: WebhookReceiver | undefined;
+  /** Every verified webhook, once per webhook-id, in arrival order. */
+  private readonly webhooks: Webhook[] = [];
+  private readonly createdCheckinIds = new Set<string>();
+  /** Wall-clock time (ms since the epoch) the link was cut. */
+  private cutAtWall: number | undefined;
+  /** checkin.created webhooks of scans the cut gate answered offline, and when the first one came. */
+  private offlineDelivered = { count: 0, firstAtWall: undefined as number | undefined };
   private cutInfo:
     | { offlineMs: number; reconnectMs: number; catchUpMs: number; drainedMs?: number; scans: number }
     | undefined;
@@ -465,7 +506,8 @@ class Demo {
     const { tickets: n, fast } = this.opts;
     process.stdout.write(
       `gatesync demo: one hub, venue ${VENUE} with gates ${GATES.join(' and ')}, ${n} tickets, ` +
-        `uplink of gate ${CUT_GATE} cut for ${this.cutMs / 1000} s${fast ? ' (--fast)' : ''}; Ctrl-C stops it\n\n`,
+        `uplink of gate ${CUT_GATE} cut for ${this.cutMs / 1000} s${fast ? ' (--fast)' : ''}, ` +
+        `a sample webhook receiver; Ctrl-C stops it\n\n`,
     );
     await this.startEverything();
     await this.issueTickets(n);
@@ -474,6 +516,7 @@ class Demo {
     await this.refunds(plan.refunds);
     await this.cutLink(plan);
     await this.checkinsAtHub();
+    await this.webhooksAtReceiver();
     await this.summary();
   }
 
@@ -502,12 +545,16 @@ class Demo {
       GATESYNC_SIGNING_KEY_FILE: keyFile,
       GATESYNC_HUB_PORT: '0',
       GATESYNC_DATA_DIR: join(dir, 'hub'),
+      // The sample receiver listens on loopback, which the hub refuses for webhooks unless allowed.
+      GATESYNC_WEBHOOK_ALLOW_CIDRS: '127.0.0.0/8',
+      GATESYNC_AGENT_OFFLINE_AFTER: DEMO_AGENT_OFFLINE_AFTER,
     });
     this.hub = await this.starting(startHub(hubConfig, this.daemonLogger('hub')), async (hub) => {
       await hub.stop();
       if (!hub.nc.isClosed()) await hub.nc.close();
     });
     this.say(`hub up at ${this.hub.url}, with its own nats-server at ${this.hub.natsUrl}`);
+    await this.startReceiver();
 
     const nats = new URL(this.hub.natsUrl.split(',')[0] as string);
     for (const gate of GATES) {
@@ -871,6 +918,7 @@ class Demo {
     const before = { ...(this.stats.get(gate) as GateStats) };
     proxy.cut();
     const cutAt = performance.now();
+    this.cutAtWall = Date.now();
     this.say(`cut the link between gate ${gate} and NATS (every connection through its proxy dropped)`);
     const st = await this.poll(
       `gate ${gate} to notice the cut`,
@@ -1305,6 +1353,198 @@ class Demo {
     }
   }
 
+  // ---------------------------------------------------------------- the webhook subscriber
+
+  /**
+   * Starts the sample receiver of examples/webhook-receiver.ts on loopback, registers it with the hub as
+   * an endpoint (the answer carries its signing secret, shown once), and has the hub send it a
+   * `webhook.test` message to see the path work before the doors open.
+   */
+  private async startReceiver(): Promise<void> {
+    const rx = await this.starting(
+      startWebhookReceiver({
+        host: '127.0.0.1',
+        port: 0,
+        onWebhook: (w) => this.onWebhook(w),
+        onRefused: (reason, message) => {
+          this.say(`  ! WEBHOOK REFUSED by the sample receiver (${reason}): ${message}`);
+        },
+      }),
+      (r) => r.close(),
+    );
+    this.receiver = rx;
+    const ep = await this.hubApi<{ id: string; url: string; secret: string }>('/v1/webhooks/endpoints', {
+      url: rx.url,
+      description: 'gatesync demo: examples/webhook-receiver.ts',
+      event_types: [...WEBHOOK_EVENT_TYPES],
+    });
+    rx.setSecret(ep.secret);
+    this.say(
+      `sample webhook receiver (examples/webhook-receiver.ts) up at ${rx.url}, registered as endpoint ` +
+        `${ep.id} (POST /v1/webhooks/endpoints; secret ${ep.secret.slice(0, 10)}…) for ` +
+        WEBHOOK_EVENT_TYPES.join(', '),
+    );
+    const t0 = performance.now();
+    await this.hubApi(`/v1/webhooks/endpoints/${ep.id}/test`, {});
+    await this.poll(
+      'the webhook.test message at the receiver',
+      async () => this.webhooks.some((w) => w.type === 'webhook.test'),
+      (arrived) => arrived,
+      10_000,
+      20,
+    );
+    this.say(
+      `webhook.test arrived ${fmtSeconds(performance.now() - t0)} after POST .../test; signature verified ` +
+        `(HMAC-SHA256 with the endpoint's secret, timestamp within 5 minutes)`,
+    );
+  }
+
+  /** Each verified webhook, once per webhook-id: progress lines as they arrive. */
+  private onWebhook(w: Webhook): void {
+    this.webhooks.push(w);
+    const d = w.data;
+    const gate = typeof d['gate'] === 'string' ? d['gate'] : '?';
+    switch (w.type) {
+      case 'checkin.created': {
+        if (typeof d['checkin_id'] === 'string') this.createdCheckinIds.add(d['checkin_id']);
+        const n = this.createdCheckinIds.size;
+        const scannedAt = typeof d['scanned_at'] === 'string' ? Date.parse(d['scanned_at']) : Number.NaN;
+        const cut = this.cutAtWall;
+        if (
+          gate === CUT_GATE &&
+          cut !== undefined &&
+          scannedAt >= cut &&
+          (this.restoredAtWall === undefined || scannedAt < this.restoredAtWall)
+        ) {
+          const o = this.offlineDelivered;
+          o.count++;
+          if (o.firstAtWall === undefined) {
+            o.firstAtWall = Date.now();
+            const since =
+              this.restoredAtWall === undefined
+                ? ''
+                : ` ${fmtSeconds(o.firstAtWall - this.restoredAtWall)} after the restore`;
+            this.say(
+              `webhook checkin.created for a scan gate ${gate} answered offline arrived${since}: ` +
+                'its check-in left the outbox once the link was back',
+            );
+          }
+        }
+        if (n % WEBHOOK_PROGRESS_EVERY === 0) {
+          this.say(`webhooks: ${n} checkin.created received and verified by the sample receiver so far`);
+        }
+        return;
+      }
+      case 'checkin.conflict': {
+        const ticketId = typeof d['ticket_id'] === 'string' ? d['ticket_id'] : '';
+        const t = this.tickets.find((x) => x.id === ticketId);
+        const side = (k: string) => {
+          const v = d[k];
+          return typeof v === 'object' && v !== null && 'gate' in v ? String(v.gate) : '?';
+        };
+        this.say(
+          `webhook checkin.conflict ${shortId(w.id)}: ticket ${t === undefined ? shortId(ticketId) : this.label(t)} ` +
+            `admitted at gate ${side('first')} and gate ${side('second')} (signature verified)`,
+        );
+        return;
+      }
+      case 'agent.offline':
+      case 'agent.online': {
+        const cut = this.cutAtWall;
+        const restored = this.restoredAtWall;
+        const when =
+          w.type === 'agent.offline'
+            ? cut === undefined
+              ? ''
+              : `, ${fmtSeconds(Date.now() - cut)} after the cut`
+            : restored === undefined
+              ? ''
+              : `, ${fmtSeconds(Date.now() - restored)} after the restore`;
+        const hb =
+          typeof d['last_heartbeat_at'] === 'string' ? Date.parse(d['last_heartbeat_at']) : Number.NaN;
+        this.say(
+          `webhook ${w.type}: gate ${gate}${when}` +
+            (w.type === 'agent.offline' && Number.isFinite(hb)
+              ? ` (GATESYNC_AGENT_OFFLINE_AFTER ${DEMO_AGENT_OFFLINE_AFTER}; its last heartbeat ${fmtSeconds(Date.now() - hb)} ago)`
+              : ''),
+        );
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Refusals that mean a delivery failed verification. */
+  private verificationFailures(): number {
+    const refused = this.receiver?.stats.refused ?? {};
+    return VERIFICATION_FAILURES.reduce((acc, r) => acc + (refused[r] ?? 0), 0);
+  }
+
+  /**
+   * Waits (at most WEBHOOK_WAIT_MS) until the receiver holds a checkin.created for every admission the hub
+   * holds, the conflicts the hub lists, and, when the cut gate was reported offline, it coming back.
+   */
+  private async webhooksAtReceiver(): Promise<void> {
+    this.section('Webhooks at the sample receiver');
+    const rx = this.receiver;
+    const hub = this.hubReplay;
+    if (rx === undefined || hub === undefined) {
+      this.say('  ! nothing to compare: the receiver or the hub check-ins are missing');
+      return;
+    }
+    const admitted = hub.checkins.filter((c) => c.decision === 'admit');
+    const missing = () => admitted.filter((c) => !this.createdCheckinIds.has(c.id)).length;
+    const count = (type: string, gate?: string) =>
+      this.webhooks.filter((w) => w.type === type && (gate === undefined || w.data['gate'] === gate)).length;
+    const t0 = performance.now();
+    const done = () =>
+      missing() === 0 &&
+      count('checkin.conflict') >= hub.conflicts.length &&
+      count('agent.online', CUT_GATE) >= count('agent.offline', CUT_GATE);
+    try {
+      await this.poll(
+        'the webhooks of everything the hub holds',
+        async () => done(),
+        (ok) => ok,
+        WEBHOOK_WAIT_MS,
+        50,
+      );
+    } catch (err: unknown) {
+      if (err instanceof Interrupted) throw err;
+    }
+    const took = fmtSeconds(performance.now() - t0);
+    const m = missing();
+    this.say(
+      m === 0
+        ? `the receiver holds a checkin.created for each of the ${admitted.length} admitted check-ins at the hub ` +
+            `(waited ${took} after the hub had them all)`
+        : `  ! TIMED OUT after ${took}: ${m} of the hub's ${admitted.length} admitted check-ins have no checkin.created at the receiver`,
+    );
+    const o = this.offlineDelivered;
+    const ci = this.cutInfo;
+    if (ci !== undefined) {
+      this.say(
+        `${o.count} of them are admissions gate ${CUT_GATE} made while offline, delivered after the restore ` +
+          '(each webhook-id is derived from the check-in id, so a re-sent check-in is never a second message)',
+      );
+    }
+    const s = rx.stats;
+    const byType = Object.entries(s.byType)
+      .map(([type, n]) => `${n} ${type}`)
+      .join(', ');
+    this.say(
+      `the receiver verified ${s.verified} of ${s.received} deliveries (HMAC-SHA256 over id.timestamp.body, ` +
+        `constant-time compare): ${s.distinct} distinct webhook-ids (${byType}), ${s.duplicates} repeats dropped` +
+        (this.verificationFailures() > 0 ? `; ${this.verificationFailures()} FAILED VERIFICATION` : ''),
+    );
+    if (count('agent.offline', CUT_GATE) === 0 && ci !== undefined) {
+      this.say(
+        `(no agent.offline for gate ${CUT_GATE}: its heartbeats stopped for less than ${DEMO_AGENT_OFFLINE_AFTER})`,
+      );
+    }
+  }
+
   private async summary(): Promise<void> {
     this.section('Summary');
     // Let the last scans' check-ins leave the outboxes, if they are being sent; the numbers are shown as
@@ -1368,6 +1608,34 @@ class Demo {
       (g) => (hub === undefined ? '?' : String(hub.checkins.filter((c) => c.gate === g).length)),
       hub === undefined ? '?' : String(hub.checkins.length),
     );
+    const rx = this.receiver?.stats;
+    const whCount = (type: string, g?: Gate) =>
+      this.webhooks.filter((w) => w.type === type && (g === undefined || w.data['gate'] === g)).length;
+    const admittedAtHub = (g?: Gate) =>
+      hub === undefined
+        ? '?'
+        : String(
+            hub.checkins.filter((c) => c.decision === 'admit' && (g === undefined || c.gate === g)).length,
+          );
+    if (rx !== undefined) {
+      const refused = Object.values(rx.refused).reduce((a, b) => a + b, 0);
+      row('webhooks received (POSTs)', () => '', String(rx.received));
+      row('  verified', () => '', String(rx.verified));
+      row('  refused', () => '', String(refused));
+      row('  distinct webhook-ids', () => '', String(rx.distinct));
+      row('  duplicates dropped', () => '', String(rx.duplicates));
+      row(
+        'checkin.created received',
+        (g) => String(whCount('checkin.created', g)),
+        String(whCount('checkin.created')),
+      );
+      row('check-ins admitted at the hub', (g) => admittedAtHub(g), admittedAtHub());
+      row('checkin.conflict received', () => '', String(whCount('checkin.conflict')));
+      row(
+        'agent.offline / agent.online',
+        (g) => `${whCount('agent.offline', g)} / ${whCount('agent.online', g)}`,
+      );
+    }
     const widths = (rows[0] ?? []).map((_c, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
     for (const r of rows) {
       const [label, ...cells] = r;
@@ -1428,6 +1696,30 @@ class Demo {
       `duplicates ${duplicates}${loud(duplicates === 0, `${duplicates} check-in id${duplicates === 1 ? ' appears' : 's appear'} more than once at the hub`)}`,
       `conflicts found ${conflicts}${loud(conflicts === 1, `${conflicts} conflicts at the hub where the demo made exactly 1`)}`,
     ];
+    if (rx !== undefined) {
+      const failed = this.verificationFailures();
+      const created = this.createdCheckinIds.size;
+      const admitted = hub?.checkins.filter((c) => c.decision === 'admit') ?? [];
+      const notAdmitted = [...this.createdCheckinIds].filter(
+        (id) => !admitted.some((c) => c.id === id),
+      ).length;
+      const conflictHooks = whCount('checkin.conflict');
+      lines.push(
+        `webhooks verified ${rx.verified} of ${rx.received}${loud(
+          failed === 0,
+          `${failed} webhook${failed === 1 ? '' : 's'} failed verification at the sample receiver`,
+        )}`,
+        `checkin.created ${created} for ${admitted.length} check-ins admitted at the hub${loud(
+          hub !== undefined && created === admitted.length && notAdmitted === 0,
+          `${created} checkin.created webhooks for ${admitted.length} check-ins admitted at the hub` +
+            (notAdmitted > 0 ? ` (${notAdmitted} for check-ins the hub does not hold as admitted)` : ''),
+        )}`,
+        `conflicts received ${conflictHooks}${loud(
+          conflictHooks === conflicts,
+          `${conflictHooks} checkin.conflict webhooks for ${conflicts} conflicts at the hub`,
+        )}`,
+      );
+    }
     if (this.failures.length > 0) {
       process.stdout.write(`\n!!! DEMO SELF-CHECK FAILED: ${this.failures.join('; ')}\n`);
     }
@@ -1503,6 +1795,10 @@ class Demo {
     } else {
       for (const f of [...agents, ...proxies, ...hubStep]) await f();
     }
+    // Last: the hub may be delivering to it until it stops.
+    const receiver = this.receiver;
+    this.receiver = undefined;
+    if (receiver !== undefined) await step('webhook receiver', () => receiver.close());
     if (this.dir !== undefined) {
       try {
         rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
