@@ -42,6 +42,13 @@ export function browserSkipReason(): string | undefined {
 export interface TestBrowser {
   context: BrowserContext;
   page: Page;
+  /**
+   * Closes the browser (idempotent). Call it at the end of the test, before the servers the page talks
+   * to stop: node:test runs t.after hooks in the order they were added, so a venue started before the
+   * browser would be stopped first, and Chromium's open (even pre-connected, unused) sockets hold a
+   * Fastify close for up to a minute (Node's headers timeout).
+   */
+  close(): Promise<void>;
   /** Saves a full-page PNG as test-output/screenshots/<name>.png and returns its path. */
   screenshot(name: string): Promise<string>;
 }
@@ -58,10 +65,15 @@ export async function startBrowser(t: TestContext): Promise<TestBrowser> {
     viewport: { width: 1280, height: 900 },
     timeout: 60_000,
   });
-  t.after(async () => {
-    await context.close().catch(() => {});
-    await rm(profile, { recursive: true, force: true });
-  });
+  let closed: Promise<void> | undefined;
+  const close = () => {
+    closed ??= (async () => {
+      await context.close().catch(() => {});
+      await rm(profile, { recursive: true, force: true });
+    })();
+    return closed;
+  };
+  t.after(close);
   const page = context.pages()[0] ?? (await context.newPage());
   const errors: string[] = [];
   page.on('pageerror', (err) => errors.push(err.message));
@@ -71,6 +83,7 @@ export async function startBrowser(t: TestContext): Promise<TestBrowser> {
   return {
     context,
     page,
+    close,
     async screenshot(name: string): Promise<string> {
       await mkdir(SCREENSHOT_DIR, { recursive: true });
       const file = path.join(SCREENSHOT_DIR, `${name.replace(/[^A-Za-z0-9_.-]/g, '_')}.png`);
