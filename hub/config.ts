@@ -1,6 +1,7 @@
 /** The hub's settings, read once at start-up. Every setting is documented in docs/configuration.md. */
 import { join } from 'node:path';
 import { OTHER_KNOWN_SETTINGS, Settings, type SettingsSource } from '../shared/config.ts';
+import { HEARTBEAT_INTERVAL_MS } from '../shared/heartbeat.ts';
 import {
   loadSigningKeyFile,
   type PublicKeyInfo,
@@ -150,6 +151,12 @@ export function loadHubConfig(source: SettingsSource, opts: { allowMissingKey?: 
   const checkinRetentionDays = s.int('GATESYNC_CHECKIN_RETENTION_DAYS', { default: 30, min: 1, max: 3650 });
   const webhooks = loadWebhookSettings(s);
   const agentOfflineAfterMs = duration(s, 'GATESYNC_AGENT_OFFLINE_AFTER', '15s');
+  if (agentOfflineAfterMs < HEARTBEAT_INTERVAL_MS + 1_000) {
+    s.problem(
+      'GATESYNC_AGENT_OFFLINE_AFTER',
+      `must be at least ${(HEARTBEAT_INTERVAL_MS + 1_000) / 1000}s: agents send a heartbeat every ${HEARTBEAT_INTERVAL_MS / 1000}s`,
+    );
+  }
   s.finish();
   return {
     natsUrls: natsUrl === undefined ? [] : natsUrl.split(','),

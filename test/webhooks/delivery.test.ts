@@ -387,3 +387,42 @@ test('a message over the size limit is refused when it is created, with a clear 
   await w.sendTest(ep.id);
   await waitFor(() => rx.received.length === 1, { message: 'a small one still goes' });
 });
+
+test('a gate that loses its link raises agent.offline, and agent.online when it is back', async (t) => {
+  const v = await startVenue(t, {
+    gates: ['north'],
+    hubEnv: { ...FAST_WEBHOOKS, GATESYNC_AGENT_OFFLINE_AFTER: '7s' },
+  });
+  const rx = await startReceiver();
+  v.defer(() => rx.close());
+  const ep = await v.hub.api<Created>('/v1/webhooks/endpoints', {
+    body: { url: `${rx.url}/presence`, event_types: ['agent.offline', 'agent.online'], venues: ['v1'] },
+  });
+  assert.equal(ep.status, 201);
+  const gate = v.gates[0];
+  assert.ok(gate);
+  // The hub must have seen a heartbeat before the cut, so that it knows the agent as online.
+  await waitFor(
+    async () => {
+      const r = await v.hub.api<{ agents: { online: boolean }[] }>('/v1/venues/v1/agents');
+      return r.body.agents[0]?.online;
+    },
+    { timeoutMs: 15_000 },
+  );
+  gate.proxy.cut();
+  const off = await waitFor(() => rx.received.find((r) => r.json.type === 'agent.offline'), {
+    timeoutMs: 20_000,
+    message: 'agent.offline',
+  });
+  assert.equal(off.json.data.agent, 'north');
+  assert.equal(
+    rx.received.some((r) => r.json.type === 'agent.online'),
+    false,
+  );
+  gate.proxy.restore();
+  await waitFor(() => rx.received.find((r) => r.json.type === 'agent.online'), {
+    timeoutMs: 20_000,
+    message: 'agent.online',
+  });
+  assert.equal(rx.verified(ep.body.secret).length, rx.received.length);
+});
