@@ -1367,7 +1367,13 @@ class Demo {
         port: 0,
         onWebhook: (w) => this.onWebhook(w),
         onRefused: (reason, message) => {
-          this.say(`  ! WEBHOOK REFUSED by the sample receiver (${reason}): ${message}`);
+          // The first few are shown; the rest are counted in the summary.
+          const n = Object.values(this.receiver?.stats.refused ?? {}).reduce((a, b) => a + b, 0);
+          if (n > 3) return;
+          this.say(
+            `  ! WEBHOOK REFUSED by the sample receiver (${reason}): ${message}` +
+              (n === 3 ? ' [further refusals are counted, not shown]' : ''),
+          );
         },
       }),
       (r) => r.close(),

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, statSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { tmpDir } from './harness/index.ts';
@@ -58,4 +58,43 @@ test('keygen writes a private key file only its owner can read, and prints the p
   assert.match(r.stderr, new RegExp(`GATESYNC_TRUSTED_KEYS=k2026:${key.public_key}`));
   // It never overwrites an existing key.
   assert.notEqual(gatesync(['keygen', '--kid', 'k2026', '--out', out]).status, 0);
+});
+
+test('the demo runs the whole story, and its sample webhook receiver verifies a checkin.created for every admission', async () => {
+  // --fast: a 3 s cut and no pauses between scans; the smallest ticket count.
+  const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    const child = execFile(
+      process.execPath,
+      [join(root, 'bin/gatesync.js'), 'demo', '--fast', '--tickets', '40'],
+      { cwd: root, env: { PATH: process.env.PATH ?? '' }, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
+      (_err, stdout, stderr) => resolve({ code: child.exitCode, stdout, stderr }),
+    );
+  });
+  const out = r.stdout;
+  assert.equal(r.code, 0, `${out}\n${r.stderr}`);
+  for (const section of [
+    'Uplink cut',
+    'Check-ins at the hub',
+    'Webhooks at the sample receiver',
+    'Summary',
+  ]) {
+    assert.match(out, new RegExp(`== ${section}`), section);
+  }
+  assert.match(out, /^lost 0$/m);
+  assert.match(out, /^duplicates 0$/m);
+  assert.match(out, /^conflicts found 1$/m);
+  assert.match(out, /^conflicts received 1$/m);
+  const verified = /^webhooks verified (\d+) of (\d+)$/m.exec(out);
+  assert.ok(verified !== null, out);
+  assert.equal(verified[1], verified[2]);
+  const created = /^checkin\.created (\d+) for (\d+) check-ins admitted at the hub$/m.exec(out);
+  assert.ok(created !== null, out);
+  assert.equal(created[1], created[2]);
+  assert.ok(Number(created[1]) > 0);
+  assert.match(out, /webhook checkin\.conflict .* \(signature verified\)/);
+  assert.doesNotMatch(out, /FAILED|UNEXPECTED|WEBHOOK REFUSED/);
+  // At most the first characters of the endpoint's secret are shown.
+  assert.doesNotMatch(out + r.stderr, /whsec_[A-Za-z0-9+/]{8,}/);
+  const dir = /removed (\/\S+gatesync-demo-\S+)/.exec(out)?.[1];
+  assert.ok(dir !== undefined && !existsSync(dir), 'the work folder is removed');
 });
