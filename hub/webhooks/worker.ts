@@ -14,6 +14,7 @@
  */
 import {
   AckPolicy,
+  type Consumer,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
@@ -93,6 +94,7 @@ export class EndpointWorker {
   private lastError: string | null = null;
   private lastAttemptAt: string | null = null;
   private readonly running = new Set<Promise<void>>();
+  private consumer: Consumer | undefined;
 
   constructor(
     readonly endpointId: string,
@@ -159,27 +161,46 @@ export class EndpointWorker {
     this.slotWaiters.shift()?.();
   }
 
+  /**
+   * One consume() of the endpoint's queue, kept topped up by the client (about one pull per `concurrency`
+   * messages, not one per free slot). A message is taken only when a slot is free and the breaker lets
+   * sends go; while it waits the buffer stays full, so nothing more is pulled.
+   */
   private async round(): Promise<void> {
-    await this.waitForSlot();
-    if (this.loop.stopping) return;
-    // An open breaker: fetch nothing until a probe may go; then fetch one message as the probe.
-    const snap = this.breaker.snapshot(Date.now());
-    if (snap.state === 'open' && snap.openUntil !== undefined) {
-      await this.pause.sleep(Math.max(10, snap.openUntil - Date.now()));
-      return;
-    }
-    const want = snap.state === 'closed' ? this.concurrency - this.inFlight : 1;
-    const consumer = await this.deps.js.consumers.get(
+    this.consumer ??= await this.deps.js.consumers.get(
       STREAMS.webhooks,
       endpointConsumerName(this.endpointId),
     );
-    const iter = await consumer.fetch({
-      max_messages: Math.max(1, want),
+    const iter = await this.consumer.consume({
+      max_messages: Math.max(2, this.concurrency),
       expires: 5_000,
       idle_heartbeat: 1_000,
     });
     this.loop.track(iter);
-    for await (const m of iter) this.accept(m);
+    try {
+      for await (const m of iter) {
+        await this.waitForSlot();
+        await this.waitForBreaker(m);
+        if (this.loop.stopping) {
+          m.nak();
+          break;
+        }
+        this.accept(m);
+      }
+    } catch (err: unknown) {
+      this.consumer = undefined; // looked up again next round
+      throw err;
+    }
+  }
+
+  /** While the breaker is open nothing is sent: hold the message (alive) until a probe may go. */
+  private async waitForBreaker(m: JsMsg): Promise<void> {
+    for (;;) {
+      const snap = this.breaker.snapshot(Date.now());
+      if (snap.state !== 'open' || snap.openUntil === undefined || this.loop.stopping) return;
+      m.working();
+      await this.pause.sleep(Math.max(10, Math.min(5_000, snap.openUntil - Date.now())));
+    }
   }
 
   /** Takes one fetched message: parks it if not due, else starts its attempt in a slot. */
@@ -202,46 +223,66 @@ export class EndpointWorker {
     this.deps.metrics.webhookInFlight.inc();
     const key = d.message.order_key;
     const previous = key === null ? undefined : this.orderTails.get(key);
-    const run = (async () => {
+    const done = (async (): Promise<AttemptRecord | undefined> => {
       // Waiting behind an earlier message of the same ticket, or for a token, must not let the server
       // think this hub died and hand the message to another.
       const keepAlive = setInterval(() => m.working(), 5_000);
       try {
         if (previous !== undefined) await previous;
-        await this.deliver(m, d);
+        return await this.deliver(m, d);
       } catch (err: unknown) {
         this.deps.logger.warn({ err: errorMessage(err), message: d.message.id }, 'webhook delivery failed');
         m.nak(1_000);
+        return undefined;
       } finally {
         clearInterval(keepAlive);
         this.releaseSlot();
       }
     })();
+    const settled = done.then(() => undefined);
     if (key !== null) {
-      this.orderTails.set(key, run);
-      void run.then(() => {
-        if (this.orderTails.get(key) === run) this.orderTails.delete(key);
+      this.orderTails.set(key, settled);
+      void settled.then(() => {
+        if (this.orderTails.get(key) === settled) this.orderTails.delete(key);
       });
     }
+    // The attempt log is written after the slot is free: it is not part of the delivery.
+    const run = done.then((attempt) => (attempt === undefined ? undefined : this.log(attempt)));
     this.running.add(run);
     void run.then(() => this.running.delete(run));
   }
 
-  private async deliver(m: JsMsg, d: Delivery): Promise<void> {
+  /** Writes one attempt to GS_ATTEMPTS; a failure loses the log line, never causes a second delivery. */
+  private async log(attempt: AttemptRecord): Promise<void> {
+    try {
+      await this.deps.js.publish(
+        subjects.attempt(this.endpointId, attempt.message_id),
+        JSON.stringify(attempt),
+      );
+    } catch (err: unknown) {
+      this.deps.logger.warn(
+        { err: errorMessage(err), message: attempt.message_id },
+        'attempt log not written',
+      );
+    }
+  }
+
+  /** Makes the attempt, acks or re-queues; returns the attempt to log, or undefined when none was made. */
+  private async deliver(m: JsMsg, d: Delivery): Promise<AttemptRecord | undefined> {
     const endpoint = this.endpoint;
     if (endpoint === undefined) {
       m.term(); // deleted: its queue is purged
-      return;
+      return undefined;
     }
     if (endpoint.disabled) {
       m.nak(5_000); // waits in the queue until the endpoint is enabled
-      return;
+      return undefined;
     }
     // The breaker and the rate limit delay an attempt without counting it.
     const wait = this.breaker.acquire(Date.now());
     if (wait > 0) {
       m.nak(wait);
-      return;
+      return undefined;
     }
     await this.takeToken(endpoint);
 
@@ -254,7 +295,6 @@ export class EndpointWorker {
       body,
       secrets: activeSecrets(endpoint.secrets, now),
     });
-    m.working();
     const result = await this.deps.sender.send({ url: endpoint.url, headers: { ...headers }, body });
     const done = Date.now();
     const plan = planNext({
@@ -326,12 +366,7 @@ export class EndpointWorker {
       next,
       next_attempt_at: nextAt === null ? null : new Date(nextAt).toISOString(),
     };
-    // After the ack: a failure here loses a log line, never causes a second delivery.
-    try {
-      await this.deps.js.publish(subjects.attempt(this.endpointId, d.message.id), JSON.stringify(attempt));
-    } catch (err: unknown) {
-      this.deps.logger.warn({ err: errorMessage(err), message: d.message.id }, 'attempt log not written');
-    }
+    return attempt;
   }
 
   private async takeToken(endpoint: EndpointRecord): Promise<void> {
