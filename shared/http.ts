@@ -65,6 +65,9 @@ function fastifyErrorCode(err: FastifyError): ErrorCode {
   return 'internal';
 }
 
+/** Milliseconds a stopping server waits for busy connections before it cuts them. */
+const CLOSE_GRACE_MS = 2_000;
+
 export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   const app = Fastify({
     logger: false,
@@ -74,6 +77,21 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     // The scanners and integrators send ids in paths; keep them exact.
     routerOptions: { ignoreTrailingSlash: false, caseSensitive: true, maxParamLength: 1024 },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+
+  // A stop must not wait on clients that keep a connection busy (a status page polling every second, a
+  // dashboard stream): once closing, every answer says `Connection: close`, and connections still open
+  // after a grace period are cut. Requests in flight are still answered.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    const timer = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+    timer.unref();
+    done();
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
   });
 
   // JSON only: anything else is 415 rather than a string that fails validation later.
