@@ -105,6 +105,7 @@ export async function startHub(
     await checkins.start();
     stack.push({ name: 'check-in consumer', stop: () => checkins.stop() });
     const webhooks = await startWebhooks({
+      nc,
       js: jetstream(nc),
       jsm,
       endpointsKv: buckets.endpoints,

@@ -8,6 +8,7 @@ import type { KV } from '@nats-io/kv';
 import type { FastifyInstance } from 'fastify';
 import { errorMessage } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { NatsConnection } from '../../shared/nats.ts';
 import { STREAMS, subjects } from '../../shared/subjects.ts';
 import type { WebhookSettings } from '../config.ts';
 import type { HubMetrics } from '../metrics.ts';
@@ -23,6 +24,7 @@ import type { Resolver } from './ssrf.ts';
 import { EndpointWorker, endpointConsumerName } from './worker.ts';
 
 export interface WebhooksOptions {
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   endpointsKv: KV;
@@ -69,6 +71,7 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
     }
   };
   const workerDeps = {
+    nc: opts.nc,
     js,
     jsm,
     store,

@@ -24,6 +24,7 @@ import {
 import { errorMessage } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { NatsConnection } from '../../shared/nats.ts';
 import { RetryLoop } from '../../shared/retry-loop.ts';
 import { Pause } from '../../shared/sleep.ts';
 import { STREAMS, subjects } from '../../shared/subjects.ts';
@@ -62,6 +63,7 @@ export interface EndpointHealth {
 }
 
 export interface WorkerDeps {
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   store: EndpointStore;
@@ -252,13 +254,14 @@ export class EndpointWorker {
     void run.then(() => this.running.delete(run));
   }
 
-  /** Writes one attempt to GS_ATTEMPTS; a failure loses the log line, never causes a second delivery. */
-  private async log(attempt: AttemptRecord): Promise<void> {
+  /**
+   * Writes one attempt to GS_ATTEMPTS as a plain NATS publish: the stream stores it, but nothing waits for
+   * a JetStream ack. The log is best effort by design (a lost line never causes a second delivery), and
+   * a request per attempt was a quarter of the hub's JetStream round trips per delivery.
+   */
+  private log(attempt: AttemptRecord): void {
     try {
-      await this.deps.js.publish(
-        subjects.attempt(this.endpointId, attempt.message_id),
-        JSON.stringify(attempt),
-      );
+      this.deps.nc.publish(subjects.attempt(this.endpointId, attempt.message_id), JSON.stringify(attempt));
     } catch (err: unknown) {
       this.deps.logger.warn(
         { err: errorMessage(err), message: attempt.message_id },
