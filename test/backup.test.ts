@@ -105,7 +105,9 @@ function readCopy(path: string): {
   }
 }
 
-test('backup of a running agent while it scans: a verified one-file copy with every ticket and every check-in answered before it', async (t) => {
+test('backup of a running agent while it scans: a verified one-file copy with every ticket and every check-in answered before it', {
+  timeout: 120_000,
+}, async (t) => {
   const { dir, nats, keys, hub, defer } = await startHubEnv(t, { prefix: 'gs-backup-' });
   const dbPath = join(dir, 'agent.db');
   const agent = await spawnAgent(
@@ -177,7 +179,9 @@ test('backup of a running agent while it scans: a verified one-file copy with ev
   assert.deepEqual(copy.checkins, live.checkins.slice(0, copy.checkins.length));
 });
 
-test("a dead kiosk's unsent check-ins: back up its disk's files, restore on a replacement with the same agent id, and the hub gets every check-in once", async (t) => {
+test("a dead kiosk's unsent check-ins: back up its disk's files, restore on a replacement with the same agent id, and the hub gets every check-in once", {
+  timeout: 120_000,
+}, async (t) => {
   const { dir, nats, keys, hub, defer } = await startHubEnv(t, { prefix: 'gs-restore-' });
   const proxy = await startTcpProxy({ host: '127.0.0.1', port: nats.port });
   defer(() => proxy.close());
