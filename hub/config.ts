@@ -28,6 +28,8 @@ export interface HubConfig {
   batchBodyLimit: number;
   checkinRetentionDays: number;
   webhooks: WebhookSettings;
+  /** Copies of each stream and bucket (GATESYNC_STREAM_REPLICAS): 3 on a three-node NATS cluster. */
+  streamReplicas: number;
   /** An agent whose last heartbeat is older than this is offline (agent.offline event, dashboard). */
   agentOfflineAfterMs: number;
   describe: Record<string, string>;
@@ -150,6 +152,7 @@ export function loadHubConfig(source: SettingsSource, opts: { allowMissingKey?: 
   });
   const checkinRetentionDays = s.int('GATESYNC_CHECKIN_RETENTION_DAYS', { default: 30, min: 1, max: 3650 });
   const webhooks = loadWebhookSettings(s);
+  const streamReplicas = s.int('GATESYNC_STREAM_REPLICAS', { default: 1, min: 1, max: 5 });
   const agentOfflineAfterMs = duration(s, 'GATESYNC_AGENT_OFFLINE_AFTER', '15s');
   if (agentOfflineAfterMs < HEARTBEAT_INTERVAL_MS + 1_000) {
     s.problem(
@@ -174,6 +177,7 @@ export function loadHubConfig(source: SettingsSource, opts: { allowMissingKey?: 
     batchBodyLimit,
     checkinRetentionDays,
     webhooks,
+    streamReplicas,
     agentOfflineAfterMs,
     describe: s.describe(),
     unknownSettings: s.unknownNames(OTHER_KNOWN_SETTINGS),

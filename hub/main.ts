@@ -81,8 +81,9 @@ export async function startHub(
     await ensureStreams(jsm, {
       checkinRetentionDays: config.checkinRetentionDays,
       webhookRetentionDays: config.webhooks.retentionDays,
+      replicas: config.streamReplicas,
     });
-    const buckets = await ensureBuckets(nc);
+    const buckets = await ensureBuckets(nc, config.streamReplicas);
     const metrics = createHubMetrics();
     const apiKeys = new ApiKeys(buckets.config, config.adminKey, logger);
     await apiKeys.start();

@@ -21,6 +21,8 @@ export interface HubStreamOptions {
   checkinRetentionDays: number;
   /** Days webhook messages, attempts and dead letters are kept (the window for logs, resend and redrive). */
   webhookRetentionDays?: number;
+  /** Copies of every stream and bucket in a NATS cluster (1 on a single server). */
+  replicas?: number;
 }
 
 export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & { name: string })[] {
@@ -35,7 +37,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       discard: DiscardPolicy.Old,
       duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.checkins,
@@ -45,7 +47,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       max_age: opts.checkinRetentionDays * DAY_MS * NANOS_PER_MS,
       duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.entries,
@@ -56,7 +58,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       max_msgs_per_subject: 1,
       max_age: opts.checkinRetentionDays * DAY_MS * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.conflicts,
@@ -66,7 +68,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       max_msgs_per_subject: 1,
       max_age: opts.checkinRetentionDays * DAY_MS * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.webhooks,
@@ -75,7 +77,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
       duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.messages,
@@ -86,7 +88,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
       duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.attempts,
@@ -95,7 +97,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       storage: StorageType.File,
       max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
     {
       name: STREAMS.dead,
@@ -105,7 +107,7 @@ export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & 
       max_msgs_per_subject: 1,
       max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
       allow_direct: true,
-      num_replicas: 1,
+      num_replicas: opts.replicas ?? 1,
     },
   ];
 }
@@ -130,13 +132,13 @@ export interface HubBuckets {
   endpoints: KV;
 }
 
-export async function ensureBuckets(nc: NatsConnection): Promise<HubBuckets> {
+export async function ensureBuckets(nc: NatsConnection, replicas = 1): Promise<HubBuckets> {
   const kvm = new Kvm(nc);
-  const config = await kvm.create(KV_BUCKETS.config, { history: 1, storage: 'file' });
+  const config = await kvm.create(KV_BUCKETS.config, { history: 1, storage: 'file', replicas });
   // Idempotency records live a day, as Stripe's do.
-  const idempotency = await kvm.create(KV_BUCKETS.idempotency, { history: 1, storage: 'file', ttl: DAY_MS });
+  const idempotency = await kvm.create(KV_BUCKETS.idempotency, { history: 1, storage: 'file', ttl: DAY_MS, replicas });
   // Agents' latest heartbeats; agents write them as plain publishes to $KV.GS_AGENTS.<venue>.<agent>.
-  const agents = await kvm.create(KV_BUCKETS.agents, { history: 1, storage: 'file', ttl: 30 * DAY_MS });
-  const endpoints = await kvm.create(KV_BUCKETS.endpoints, { history: 1, storage: 'file' });
+  const agents = await kvm.create(KV_BUCKETS.agents, { history: 1, storage: 'file', ttl: 30 * DAY_MS, replicas });
+  const endpoints = await kvm.create(KV_BUCKETS.endpoints, { history: 1, storage: 'file', replicas });
   return { config, idempotency, agents, endpoints };
 }
