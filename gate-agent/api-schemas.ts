@@ -3,13 +3,12 @@
  * (gate-agent/http-api.ts) and the OpenAPI document is built from them (gate-agent/openapi.ts), so the
  * document cannot drift from what the routes accept.
  */
-import { type Static, type TSchema, Type } from 'typebox';
+import { type Static, Type } from 'typebox';
 import { ID_PATTERN_SOURCE } from '../shared/ids.ts';
+import { IsoTime, Nullable, TICKET_FIELDS } from '../shared/openapi.ts';
 import type { Decision as DecisionValue, RejectReason } from './ticket-store.ts';
 
-const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
 const Direction = Type.Union([Type.Literal('in'), Type.Literal('out')]);
-const IsoTime = Type.String({ format: 'date-time' });
 
 export const ScanBody = Type.Object(
   {
@@ -34,12 +33,7 @@ export type ScanBody = Static<typeof ScanBody>;
 
 export const TicketSummary = Type.Object({
   id: Type.String(),
-  holder: Type.String(),
-  tier: Type.String(),
-  seat: Nullable(Type.String()),
-  gates: Type.Array(Type.String()),
-  valid_from: IsoTime,
-  valid_until: IsoTime,
+  ...TICKET_FIELDS,
   status: Type.String(),
 });
 
@@ -136,13 +130,5 @@ export const AgentStatus = Type.Object({
   recent_rejects: Type.Array(RecentReject, { description: 'The newest rejected scans, newest first.' }),
 });
 export type AgentStatus = Static<typeof AgentStatus>;
-
-export const ErrorEnvelope = Type.Object({
-  error: Type.Object({
-    code: Type.String({ description: 'A stable code from docs/errors.md.' }),
-    message: Type.String(),
-    details: Type.Optional(Type.Object({})),
-  }),
-});
 
 export const Ok = Type.Object({ ok: Type.Literal(true) });

@@ -4,13 +4,12 @@
  * uses JSON Schema 2020-12 as it is). test/agent-openapi.test.ts calls every route it lists against a
  * running agent and checks each real answer against it.
  */
-import { readFileSync } from 'node:fs';
 import type { TSchema } from 'typebox';
+import { ErrorEnvelope, type Json, openApiDocument, plain, schemaRef as ref } from '../shared/openapi.ts';
 import {
   AgentStatus,
   CodeParams,
   CodeQuery,
-  ErrorEnvelope,
   Ok,
   PreviewResponse,
   RecentReject,
@@ -18,15 +17,6 @@ import {
   ScanResponse,
   TicketSummary,
 } from './api-schemas.ts';
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** Plain JSON: drops anything typebox keeps beside the schema keywords. */
-function plain(schema: TSchema): Json {
-  return JSON.parse(JSON.stringify(schema)) as Json;
-}
-
-const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
 
 function json(description: string, schemaName: string): Json {
   return { description, content: { 'application/json': { schema: ref(schemaName) } } };
@@ -43,28 +33,12 @@ function property(schema: TSchema, name: string): Json {
   return p;
 }
 
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
-}
-
 function build(): Json {
-  return {
-    openapi: '3.1.0',
-    info: {
-      title: 'gatesync gate agent',
-      version: version(),
-      description:
-        "The gate agent's local API for scanner apps and venue staff. It answers from the gate's own " +
-        'SQLite store, online or offline. See docs/api.md.',
-    },
-    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
+  return openApiDocument({
+    title: 'gatesync gate agent',
+    description:
+      "The gate agent's local API for scanner apps and venue staff. It answers from the gate's own " +
+      'SQLite store, online or offline. See docs/api.md.',
     tags: [
       { name: 'scans', description: 'Deciding and recording scans' },
       { name: 'status', description: "The gate's health" },
@@ -202,29 +176,27 @@ function build(): Json {
         },
       },
     },
-    components: {
-      securitySchemes: {
-        scannerToken: {
-          type: 'http',
-          scheme: 'bearer',
-          description:
-            "A scanner's own token, configured as GATESYNC_SCANNER_TOKENS=<scanner-id>:<token>,...; it names " +
-            'the scanner every check-in is recorded for.',
-        },
-      },
-      schemas: {
-        ScanBody: plain(ScanBody),
-        ScanResponse: plain(ScanResponse),
-        PreviewResponse: plain(PreviewResponse),
-        TicketSummary: plain(TicketSummary),
-        AgentStatus: plain(AgentStatus),
-        RecentReject: plain(RecentReject),
-        Error: plain(ErrorEnvelope),
-        Ok: plain(Ok),
+    securitySchemes: {
+      scannerToken: {
+        type: 'http',
+        scheme: 'bearer',
+        description:
+          "A scanner's own token, configured as GATESYNC_SCANNER_TOKENS=<scanner-id>:<token>,...; it names " +
+          'the scanner every check-in is recorded for.',
       },
     },
+    schemas: {
+      ScanBody: plain(ScanBody),
+      ScanResponse: plain(ScanResponse),
+      PreviewResponse: plain(PreviewResponse),
+      TicketSummary: plain(TicketSummary),
+      AgentStatus: plain(AgentStatus),
+      RecentReject: plain(RecentReject),
+      Error: plain(ErrorEnvelope),
+      Ok: plain(Ok),
+    },
     security: SCANNER,
-  };
+  });
 }
 
 /** Built once: the document never changes while the agent runs. */

@@ -7,41 +7,12 @@
  * second. Its CSS and JS are inline (the venue may be offline: no CDN), and a Content-Security-Policy
  * allows exactly those two blocks by hash and network access only to this agent.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
+import { registerStaticPage, staticPage } from '../shared/static-page.ts';
 
-const HTML = readFileSync(new URL('./status-page.html', import.meta.url), 'utf8');
-
-function inlineHashes(tag: 'script' | 'style'): string[] {
-  const re = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g');
-  return [...HTML.matchAll(re)].map(
-    (m) =>
-      `'sha256-${createHash('sha256')
-        .update(m[1] ?? '')
-        .digest('base64')}'`,
-  );
-}
-
-const CSP = [
-  "default-src 'none'",
-  `script-src ${inlineHashes('script').join(' ')}`,
-  `style-src ${inlineHashes('style').join(' ')}`,
-  "connect-src 'self'",
-  'img-src data:',
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+const PAGE = staticPage(readFileSync(new URL('./status-page.html', import.meta.url), 'utf8'));
 
 export function registerStatusPage(app: FastifyInstance): void {
-  app.get('/status', async (_request, reply) =>
-    reply
-      .type('text/html; charset=utf-8')
-      .header('content-security-policy', CSP)
-      .header('x-content-type-options', 'nosniff')
-      .header('referrer-policy', 'no-referrer')
-      .header('cache-control', 'no-store')
-      .send(HTML),
-  );
+  registerStaticPage(app, '/status', PAGE);
 }

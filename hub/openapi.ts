@@ -11,31 +11,22 @@
  *
  * A route registered without an entry in OPERATIONS is still listed, marked `x-gatesync-undocumented`.
  */
-import { readFileSync } from 'node:fs';
 import type { FastifyInstance, RouteOptions } from 'fastify';
 import { type TSchema, Type } from 'typebox';
-import { DashboardSnapshot } from './dashboard/schema.ts';
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
-const IsoTime = Type.String({ format: 'date-time' });
-const Closed = { additionalProperties: false } as const;
-
-const ErrorEnvelope = Type.Object(
-  {
-    error: Type.Object(
-      {
-        code: Type.String({ description: 'Stable error code; see docs/errors.md' }),
-        message: Type.String(),
-        details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
-      },
-      Closed,
-    ),
-  },
+import {
   Closed,
-);
+  ErrorBody,
+  ErrorEnvelope,
+  IsoTime,
+  type Json,
+  type JsonObject,
+  Nullable,
+  openApiDocument,
+  plain,
+  schemaRef as ref,
+  TICKET_FIELDS,
+} from '../shared/openapi.ts';
+import { DashboardSnapshot } from './dashboard/schema.ts';
 
 const Ok = Type.Object({ ok: Type.Literal(true) }, Closed);
 
@@ -43,27 +34,13 @@ const Ticket = Type.Object(
   {
     id: Type.String(),
     venue: Type.String(),
-    holder: Type.String(),
-    tier: Type.String(),
-    seat: Nullable(Type.String()),
-    gates: Type.Array(Type.String()),
-    valid_from: IsoTime,
-    valid_until: IsoTime,
+    ...TICKET_FIELDS,
     status: Type.Union([Type.Literal('valid'), Type.Literal('revoked')]),
     revoked_reason: Nullable(Type.String()),
     issued_at: IsoTime,
     updated_at: IsoTime,
     qr: Type.String({ description: 'The QR token (GS1.…) to print on the ticket' }),
     rev: Type.Integer({ minimum: 1 }),
-  },
-  Closed,
-);
-
-const ErrorBody = Type.Object(
-  {
-    code: Type.String(),
-    message: Type.String(),
-    details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
   Closed,
 );
@@ -714,11 +691,6 @@ const OPERATIONS: Record<string, Operation> = {
   },
 };
 
-/** Plain JSON: drops anything typebox keeps beside the schema keywords. */
-function plain(schema: unknown): Json {
-  return JSON.parse(JSON.stringify(schema)) as Json;
-}
-
 /** `/v1/venues/:venue/tickets::batch` → `/v1/venues/{venue}/tickets:batch`. */
 export function openApiPath(fastifyUrl: string): string {
   // Fastify writes a literal colon as `::`; a single colon starts a parameter.
@@ -749,25 +721,12 @@ function parameters(where: 'path' | 'query', schema: unknown): Json[] {
   });
 }
 
-const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
-
 function response([description, body]: ResponseSpec): Json {
   if (body === null) return { description };
   if (typeof body === 'string')
     return { description, content: { 'application/json': { schema: ref(body) } } };
   const schema: Json = body.media === 'application/json' ? { type: 'object' } : { type: 'string' };
   return { description, content: { [body.media]: { schema } } };
-}
-
-function version(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
-      version?: string;
-    };
-    return pkg.version ?? '0.0.0';
-  } catch {
-    return '0.0.0';
-  }
 }
 
 export function buildHubOpenApi(routes: readonly CollectedRoute[]): JsonObject {
@@ -804,17 +763,12 @@ export function buildHubOpenApi(routes: readonly CollectedRoute[]): JsonObject {
   }
   const schemas: JsonObject = {};
   for (const [name, s] of Object.entries(SCHEMAS)) schemas[name] = plain(s);
-  return {
-    openapi: '3.1.0',
-    info: {
-      title: 'gatesync hub',
-      version: version(),
-      description:
-        "The hub's API for ticketing platforms (tickets, check-ins, conflicts, agents), for webhook " +
-        'subscriptions and their deliveries, and for the operations dashboard. See docs/api.md and ' +
-        'docs/webhooks-api.md. Operations marked x-gatesync-admin-only need an admin key.',
-    },
-    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
+  return openApiDocument({
+    title: 'gatesync hub',
+    description:
+      "The hub's API for ticketing platforms (tickets, check-ins, conflicts, agents), for webhook " +
+      'subscriptions and their deliveries, and for the operations dashboard. See docs/api.md and ' +
+      'docs/webhooks-api.md. Operations marked x-gatesync-admin-only need an admin key.',
     tags: [
       { name: 'tickets', description: 'Issuing and revoking tickets' },
       { name: 'check-ins', description: 'What the gates recorded, and double entries' },
@@ -826,18 +780,16 @@ export function buildHubOpenApi(routes: readonly CollectedRoute[]): JsonObject {
       { name: 'hub', description: 'Health, metrics, keys, this document' },
     ],
     paths,
-    components: {
-      securitySchemes: {
-        apiKey: {
-          type: 'http',
-          scheme: 'bearer',
-          description: 'An API key: GATESYNC_ADMIN_KEY, or one made with POST /v1/api-keys.',
-        },
+    securitySchemes: {
+      apiKey: {
+        type: 'http',
+        scheme: 'bearer',
+        description: 'An API key: GATESYNC_ADMIN_KEY, or one made with POST /v1/api-keys.',
       },
-      schemas,
     },
+    schemas,
     security: [{ apiKey: [] }],
-  };
+  });
 }
 
 /**

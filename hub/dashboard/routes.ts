@@ -11,13 +11,13 @@
  *
  * The two /v1 routes are admin only (the dashboard shows every venue and every webhook endpoint).
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { type Static, Type } from 'typebox';
 import { errorMessage, GatesyncError, toErrorEnvelope } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { registerStaticPage, staticPage } from '../../shared/static-page.ts';
 import { assertAdmin, type Caller } from '../api-keys.ts';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type SnapshotBuilder, type VenueQuery } from './snapshot.ts';
 
@@ -65,40 +65,11 @@ export function venueQuery(q: DashboardQuery): VenueQuery {
   };
 }
 
-const HTML = readFileSync(new URL('./page.html', import.meta.url), 'utf8');
-
-function inlineHashes(tag: 'script' | 'style'): string[] {
-  const re = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`, 'g');
-  return [...HTML.matchAll(re)].map(
-    (m) =>
-      `'sha256-${createHash('sha256')
-        .update(m[1] ?? '')
-        .digest('base64')}'`,
-  );
-}
-
-const CSP = [
-  "default-src 'none'",
-  `script-src ${inlineHashes('script').join(' ')}`,
-  `style-src ${inlineHashes('style').join(' ')}`,
-  "connect-src 'self'",
-  'img-src data:',
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
+const PAGE = staticPage(readFileSync(new URL('./page.html', import.meta.url), 'utf8'));
 
 /** GET /dashboard, outside the API-key check. */
 export function registerDashboardPage(app: FastifyInstance): void {
-  app.get('/dashboard', async (_request, reply) =>
-    reply
-      .type('text/html; charset=utf-8')
-      .header('content-security-policy', CSP)
-      .header('x-content-type-options', 'nosniff')
-      .header('referrer-policy', 'no-referrer')
-      .header('cache-control', 'no-store')
-      .send(HTML),
-  );
+  registerStaticPage(app, '/dashboard', PAGE);
 }
 
 export interface DashboardRouteDeps {
