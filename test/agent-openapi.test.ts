@@ -1,55 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { SCANNER_TOKEN } from './harness/gatesync.ts';
 import { waitFor } from './harness/index.ts';
+import { type Call, OpenApiChecker, type OpenApiDoc } from './harness/openapi.ts';
 import { issueTickets, startVenue } from './harness/venue.ts';
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-interface OpenApiDoc {
-  openapi: string;
-  paths: Record<string, Record<string, { responses: Record<string, JsonObject> }>>;
-  components: { schemas: Record<string, Json> };
-}
-
-/** Inlines `#/components/schemas/...` references (the agent's schemas are not recursive). */
-function deref(doc: OpenApiDoc, node: Json): Json {
-  if (Array.isArray(node)) return node.map((n) => deref(doc, n));
-  if (node === null || typeof node !== 'object') return node;
-  const r = node.$ref;
-  if (typeof r === 'string') {
-    const name = r.replace('#/components/schemas/', '');
-    const target = doc.components.schemas[name];
-    assert.ok(target !== undefined, `the document defines ${r}`);
-    return deref(doc, target);
-  }
-  const out: JsonObject = {};
-  for (const [k, v] of Object.entries(node)) out[k] = deref(doc, v);
-  return out;
-}
-
-/** Turns a documented path template into a regular expression matching real paths. */
-function templateRegex(template: string): RegExp {
-  const source = template
-    .split(/(\{[^}]+\})/)
-    .map((part) => (part.startsWith('{') ? '[^/]+' : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')))
-    .join('');
-  return new RegExp(`^${source}$`);
-}
-
-interface Call {
-  method: 'GET' | 'POST';
-  path: string;
-  token?: string | null;
-  body?: unknown;
-  rawBody?: string;
-  contentType?: string;
-  /** The status this call is meant to provoke. */
-  expect: number;
-}
 
 test("every route in the agent's OpenAPI document answers as the document says", async (t) => {
   const v = await startVenue(t, { gates: ['north'] });
@@ -64,46 +18,8 @@ test("every route in the agent's OpenAPI document answers as the document says",
   const doc = (await docRes.json()) as OpenApiDoc;
   assert.equal(doc.openapi, '3.1.0');
 
-  const ajv = new Ajv2020({ strict: false, allErrors: true });
-  addFormats.default(ajv);
-  const templates = Object.keys(doc.paths).map((p) => ({ template: p, re: templateRegex(p) }));
-  const exercised = new Set<string>();
-
-  async function call(c: Call): Promise<{ status: number; body: unknown }> {
-    const headers: Record<string, string> = {};
-    const token = c.token === undefined ? SCANNER_TOKEN : c.token;
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    let body: string | undefined;
-    if (c.rawBody !== undefined) body = c.rawBody;
-    else if (c.body !== undefined) body = JSON.stringify(c.body);
-    if (body !== undefined) headers['content-type'] = c.contentType ?? 'application/json';
-    const res = await fetch(agent.url + c.path, { method: c.method, headers, body });
-    const text = await res.text();
-    const label = `${c.method} ${c.path} -> ${res.status}`;
-    assert.equal(res.status, c.expect, `${label}: ${text.slice(0, 300)}`);
-
-    const pathOnly = c.path.split('?')[0] as string;
-    const match = templates.find((tp) => tp.re.test(pathOnly));
-    assert.ok(match, `${label}: the path is documented`);
-    const op = doc.paths[match.template]?.[c.method.toLowerCase()];
-    assert.ok(op, `${label}: the method is documented`);
-    const response = op.responses[String(res.status)];
-    assert.ok(response, `${label}: the status is documented`);
-    exercised.add(`${c.method.toLowerCase()} ${match.template}`);
-
-    const content = response.content as Record<string, { schema: Json }> | undefined;
-    assert.ok(content, `${label}: the response has documented content`);
-    const mediaType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
-    const media = content[mediaType];
-    assert.ok(
-      media,
-      `${label}: content-type ${mediaType} is documented (${Object.keys(content).join(', ')})`,
-    );
-    const value: unknown = mediaType === 'application/json' ? JSON.parse(text) : text;
-    const validate = ajv.compile(deref(doc, media.schema) as object);
-    assert.ok(validate(value), `${label}: ${ajv.errorsText(validate.errors)}\n${text.slice(0, 500)}`);
-    return { status: res.status, body: value };
-  }
+  const checker = new OpenApiChecker(doc, agent.url, SCANNER_TOKEN);
+  const call = (c: Call) => checker.call(c);
 
   // Scans: admits, rejects of several kinds, and each documented error.
   await call({ method: 'POST', path: '/v1/scans', body: { code: qr0 }, expect: 200 });
@@ -173,14 +89,7 @@ test("every route in the agent's OpenAPI document answers as the document says",
   await call({ method: 'POST', path: '/v1/scans', body: { code: qrs[2] }, expect: 500 });
   await call({ method: 'GET', path: '/readyz', token: null, expect: 503 });
 
-  const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
-    Object.keys(ops).map((m) => `${m} ${p}`),
-  );
-  assert.deepEqual(
-    documented.filter((op) => !exercised.has(op)),
-    [],
-    'every documented operation was called',
-  );
+  assert.deepEqual(checker.unexercised(), [], 'every documented operation was called');
 });
 
 test("the agent's /metrics has the scan, decision, outbox, sync and forged-event metrics", async (t) => {

@@ -1,60 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { jetstream } from '@nats-io/jetstream';
-import { Ajv2020 } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
 import { CHECKIN_SCHEMA_VERSION, type CheckinMessage } from '../shared/checkins.ts';
 import { encode } from '../shared/codec.ts';
 import { newId } from '../shared/ids.ts';
 import { subjects } from '../shared/subjects.ts';
 import { ADMIN_KEY, ticketBody } from './harness/gatesync.ts';
 import { waitFor } from './harness/index.ts';
+import { type Call, OpenApiChecker, type OpenApiDoc } from './harness/openapi.ts';
 import { startReceiver } from './harness/receiver.ts';
 import { issueTickets, startVenue } from './harness/venue.ts';
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-interface OpenApiDoc {
-  openapi: string;
-  paths: Record<string, Record<string, JsonObject & { responses: Record<string, JsonObject> }>>;
-  components: { schemas: Record<string, Json> };
-}
-
-/** Inlines `#/components/schemas/...` references (the hub's schemas are not recursive). */
-function deref(doc: OpenApiDoc, node: Json): Json {
-  if (Array.isArray(node)) return node.map((n) => deref(doc, n));
-  if (node === null || typeof node !== 'object') return node;
-  const r = node.$ref;
-  if (typeof r === 'string') {
-    const target = doc.components.schemas[r.replace('#/components/schemas/', '')];
-    assert.ok(target !== undefined, `the document defines ${r}`);
-    return deref(doc, target);
-  }
-  const out: JsonObject = {};
-  for (const [k, v] of Object.entries(node)) out[k] = deref(doc, v);
-  return out;
-}
-
-function templateRegex(template: string): RegExp {
-  const source = template
-    .split(/(\{[^}]+\})/)
-    .map((part) => (part.startsWith('{') ? '[^/]+' : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')))
-    .join('');
-  return new RegExp(`^${source}$`);
-}
-
-interface Call {
-  method: 'GET' | 'POST' | 'PATCH' | 'DELETE';
-  path: string;
-  /** Default: the admin key; null: none. */
-  token?: string | null;
-  body?: unknown;
-  rawBody?: string;
-  contentType?: string;
-  headers?: Record<string, string>;
-  expect: number;
-}
 
 const HUB_ENV = {
   GATESYNC_WEBHOOK_ALLOW_CIDRS: '127.0.0.0/8',
@@ -90,71 +45,8 @@ test("every route in the hub's OpenAPI document answers as the document says", {
   assert.ok(issue?.requestBody, 'the issue route documents its body');
   assert.ok(doc.paths['/v1/venues/{venue}/tickets:batch']?.post, 'the batch path keeps its colon');
 
-  const ajv = new Ajv2020({ strict: false, allErrors: true });
-  addFormats.default(ajv);
-  const templates = Object.keys(doc.paths).map((p) => ({ template: p, re: templateRegex(p) }));
-  const exercised = new Set<string>();
-
-  function check(
-    label: string,
-    template: string,
-    method: string,
-    status: number,
-    mediaType: string,
-    value: unknown,
-  ) {
-    const op = doc.paths[template]?.[method];
-    assert.ok(op, `${label}: the method is documented`);
-    const response = op.responses[String(status)];
-    assert.ok(response, `${label}: the status is documented`);
-    exercised.add(`${method} ${template}`);
-    const content = response.content as Record<string, { schema: Json }> | undefined;
-    if (content === undefined) {
-      assert.equal(value, '', `${label}: documented without a body`);
-      return;
-    }
-    const media = content[mediaType];
-    assert.ok(
-      media,
-      `${label}: content-type ${mediaType} is documented (${Object.keys(content).join(', ')})`,
-    );
-    const validate = ajv.compile(deref(doc, media.schema) as object);
-    assert.ok(
-      validate(value),
-      `${label}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(value).slice(0, 600)}`,
-    );
-  }
-
-  function find(pathOnly: string, label: string): string {
-    const match = templates.find((tp) => tp.re.test(pathOnly));
-    assert.ok(match, `${label}: the path is documented`);
-    return match.template;
-  }
-
-  async function call<T = unknown>(c: Call): Promise<T> {
-    const headers: Record<string, string> = { ...c.headers };
-    const token = c.token === undefined ? ADMIN_KEY : c.token;
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    let body: string | undefined;
-    if (c.rawBody !== undefined) body = c.rawBody;
-    else if (c.body !== undefined) body = JSON.stringify(c.body);
-    if (body !== undefined) headers['content-type'] = c.contentType ?? 'application/json';
-    const res = await fetch(hub.url + c.path, { method: c.method, headers, body });
-    const text = await res.text();
-    const label = `${c.method} ${c.path.slice(0, 120)} -> ${res.status}`;
-    assert.equal(res.status, c.expect, `${label}: ${text.slice(0, 300)}`);
-    const mediaType = (res.headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
-    const value: unknown = mediaType === 'application/json' ? JSON.parse(text) : text;
-    check(
-      label,
-      find(c.path.split('?')[0] as string, label),
-      c.method.toLowerCase(),
-      res.status,
-      mediaType,
-      value,
-    );
-    return value as T;
-  }
+  const checker = new OpenApiChecker(doc, hub.url, ADMIN_KEY);
+  const call = async <T = unknown>(c: Call): Promise<T> => (await checker.call<T>(c)).body;
 
   // Public routes.
   await call({ method: 'GET', path: '/openapi.json', token: null, expect: 200 });
@@ -371,7 +263,14 @@ test("every route in the hub's OpenAPI document answers as the document says", {
     const label = `GET /v1/dashboard/stream -> ${res.status}`;
     assert.equal(res.status, 200);
     const mediaType = (res.headers.get('content-type') ?? '').split(';')[0] ?? '';
-    check(label, '/v1/dashboard/stream', 'get', 200, mediaType, '');
+    checker.checkAnswer({
+      label,
+      template: '/v1/dashboard/stream',
+      method: 'get',
+      status: 200,
+      mediaType,
+      value: '',
+    });
     const reader = (res.body as ReadableStream<Uint8Array>).getReader();
     const decoder = new TextDecoder();
     let buffer = '';
@@ -387,9 +286,11 @@ test("every route in the hub's OpenAPI document answers as the document says", {
         ?.slice(6);
     }
     ctrl.abort();
-    const schema = deref(doc, { $ref: '#/components/schemas/DashboardSnapshot' }) as object;
-    const validate = ajv.compile(schema);
-    assert.ok(validate(JSON.parse(snapshot)), `stream snapshot: ${ajv.errorsText(validate.errors)}`);
+    checker.validate(
+      { $ref: '#/components/schemas/DashboardSnapshot' },
+      JSON.parse(snapshot),
+      'stream snapshot',
+    );
   }
 
   failing = false;
@@ -423,12 +324,5 @@ test("every route in the hub's OpenAPI document answers as the document says", {
   await call({ method: 'GET', path: '/v1/webhooks/health', expect: 200 });
   await call({ method: 'DELETE', path: `/v1/webhooks/endpoints/${ep.id}`, expect: 204 });
 
-  const documented = Object.entries(doc.paths).flatMap(([p, ops]) =>
-    Object.keys(ops).map((m) => `${m} ${p}`),
-  );
-  assert.deepEqual(
-    documented.filter((op) => !exercised.has(op)),
-    [],
-    'every documented operation was called',
-  );
+  assert.deepEqual(checker.unexercised(), [], 'every documented operation was called');
 });
