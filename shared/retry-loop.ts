@@ -42,6 +42,9 @@ export class RetryLoop {
   /** Records the iterator of the round in progress, so that stop() (or interrupt()) can end it. */
   track(round: Stoppable | undefined): void {
     this.current = round;
+    // A stop that came while the round was still opening its iterator found nothing to end; end it now,
+    // or a consume() (which never ends by itself) would keep the loop, and the stop, waiting forever.
+    if (this.stopped) round?.stop();
   }
 
   /** Ends the round in progress; the loop starts the next one. */

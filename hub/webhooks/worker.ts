@@ -169,6 +169,7 @@ export class EndpointWorker {
    * sends go; while it waits the buffer stays full, so nothing more is pulled.
    */
   private async round(): Promise<void> {
+    if (this.loop.stopping) return;
     this.consumer ??= await this.deps.js.consumers.get(
       STREAMS.webhooks,
       endpointConsumerName(this.endpointId),
@@ -387,6 +388,7 @@ export class EndpointWorker {
       this.bucketRate = endpoint.rate_limit;
     }
     for (;;) {
+      if (this.loop.stopping) throw new Error('the worker is stopping');
       const wait = this.bucket.take(Date.now());
       if (wait === 0) return;
       await new Promise((r) => setTimeout(r, Math.min(wait, 5_000)));
