@@ -59,7 +59,8 @@ export interface AgentHttpOptions {
   status: () => AgentStatusBase;
   /** The newest rejected check-ins, newest first (TicketStore.recentRejects); none listed when absent. */
   recentRejects?: (limit: number) => (CheckinRecord & { holder: string | null })[];
-  isReady: () => boolean;
+  /** Why the agent is not ready (store closed, NATS not connected), or undefined when it is. */
+  notReadyReason: () => string | undefined;
 }
 
 declare module 'fastify' {
@@ -104,7 +105,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
     logger: opts.logger,
     bodyLimit: 16 * 1024,
     errorCounter: opts.metrics.httpErrors,
-    notReadyReason: () => (opts.isReady() ? undefined : 'the store is not open'),
+    notReadyReason: opts.notReadyReason,
   });
 
   // Public: the page holds no data (it asks for a token and reads /v1/status), the document none either.

@@ -138,7 +138,14 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     scannerTokens: config.scannerTokens,
     status,
     recentRejects: (limit) => store.recentRejects(limit),
-    isReady: () => store.db.open,
+    // Ready = store open and NATS connected. Not ready does not mean "do not scan": scans are answered
+    // from the store while the link is down; /readyz tells an orchestrator the gate is cut off.
+    notReadyReason: () =>
+      !store.db.open
+        ? 'the store is not open'
+        : link.connected
+          ? undefined
+          : 'not connected to NATS (scans are still answered from the local store)',
   });
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();

@@ -72,9 +72,11 @@ test("every route in the agent's OpenAPI document answers as the document says",
   const offline = await call({ method: 'GET', path: '/v1/status', expect: 200 });
   const o = offline.body as { connected: boolean; checkins_unsent: number; oldest_unsent_age_ms: number };
   assert.equal(o.connected, false);
+  await call({ method: 'GET', path: '/readyz', token: null, expect: 503 });
   assert.equal(o.checkins_unsent, 1);
   assert.equal(typeof o.oldest_unsent_age_ms, 'number');
   gate.proxy.restore();
+  await waitFor(() => agent.link.connected, { message: 'the agent reconnected' });
 
   await call({ method: 'GET', path: '/metrics', expect: 200 });
   await call({ method: 'GET', path: '/metrics', token: null, expect: 401 });
