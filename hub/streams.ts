@@ -136,9 +136,19 @@ export async function ensureBuckets(nc: NatsConnection, replicas = 1): Promise<H
   const kvm = new Kvm(nc);
   const config = await kvm.create(KV_BUCKETS.config, { history: 1, storage: 'file', replicas });
   // Idempotency records live a day, as Stripe's do.
-  const idempotency = await kvm.create(KV_BUCKETS.idempotency, { history: 1, storage: 'file', ttl: DAY_MS, replicas });
+  const idempotency = await kvm.create(KV_BUCKETS.idempotency, {
+    history: 1,
+    storage: 'file',
+    ttl: DAY_MS,
+    replicas,
+  });
   // Agents' latest heartbeats; agents write them as plain publishes to $KV.GS_AGENTS.<venue>.<agent>.
-  const agents = await kvm.create(KV_BUCKETS.agents, { history: 1, storage: 'file', ttl: 30 * DAY_MS, replicas });
+  const agents = await kvm.create(KV_BUCKETS.agents, {
+    history: 1,
+    storage: 'file',
+    ttl: 30 * DAY_MS,
+    replicas,
+  });
   const endpoints = await kvm.create(KV_BUCKETS.endpoints, { history: 1, storage: 'file', replicas });
   return { config, idempotency, agents, endpoints };
 }
