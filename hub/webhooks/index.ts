@@ -144,6 +144,9 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
     (spec) => new StreamSource(spec, { js, jsm, dispatcher, logger, metrics }),
   );
   for (const s of sources) await s.start();
+  store.onChange(() => {
+    for (const s of sources) void s.refresh();
+  });
   const presence = new AgentPresence({
     kv: opts.agentsKv,
     dispatcher,

@@ -42,7 +42,11 @@ interface SourceSpec {
 }
 
 export class StreamSource {
-  private readonly loop: RetryLoop;
+  private loop: RetryLoop | undefined;
+  /** The reader was stopped (or never run) because nothing subscribed: skip to "new" when it resumes. */
+  private idled = false;
+  private stopping = false;
+  private changes: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly spec: SourceSpec,
@@ -53,40 +57,87 @@ export class StreamSource {
       logger: Logger;
       metrics: HubMetrics;
     },
-  ) {
-    this.loop = new RetryLoop({
-      logger: deps.logger,
-      what: `webhook source ${spec.durable}`,
-      round: () => this.round(),
+  ) {}
+
+  async start(): Promise<void> {
+    await this.ensureConsumer(false);
+    this.idled = !this.deps.dispatcher.wanted(this.spec.types);
+    await this.refresh();
+  }
+
+  /**
+   * Runs the reader only while some enabled endpoint wants this source's types, so a hub without
+   * webhook subscribers spends nothing on them. Called after every endpoint change.
+   */
+  refresh(): Promise<void> {
+    this.changes = this.changes
+      .then(() => this.apply())
+      .catch((err: unknown) => {
+        this.deps.logger.error(
+          { err: errorMessage(err), source: this.spec.durable },
+          'webhook source not (re)started',
+        );
+      });
+    return this.changes;
+  }
+
+  private async apply(): Promise<void> {
+    if (this.stopping) return;
+    const wanted = this.deps.dispatcher.wanted(this.spec.types);
+    if (wanted && this.loop === undefined) {
+      // Events that arrived while nobody subscribed are skipped, as if the consumer were new.
+      if (this.idled) await this.ensureConsumer(true);
+      this.idled = false;
+      const loop: RetryLoop = new RetryLoop({
+        logger: this.deps.logger,
+        what: `webhook source ${this.spec.durable}`,
+        round: () => this.round(loop),
+      });
+      this.loop = loop;
+      loop.start();
+    } else if (!wanted && this.loop !== undefined) {
+      const loop = this.loop;
+      this.loop = undefined;
+      this.idled = true;
+      await loop.stop();
+    }
+  }
+
+  /** The durable consumer, created at "new" if missing, or re-created at "new" when `reset`. */
+  private async ensureConsumer(reset: boolean): Promise<void> {
+    const { jsm } = this.deps;
+    if (reset) {
+      await jsm.consumers.delete(this.spec.stream, this.spec.durable).catch(() => false);
+    } else {
+      try {
+        await jsm.consumers.info(this.spec.stream, this.spec.durable);
+        return;
+      } catch (err: unknown) {
+        if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+      }
+    }
+    await jsm.consumers.add(this.spec.stream, {
+      durable_name: this.spec.durable,
+      filter_subject: this.spec.filter,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      ack_wait: 30_000 * NANOS_PER_MS,
+      max_ack_pending: 5_000,
+      max_deliver: -1,
     });
   }
 
-  async start(): Promise<void> {
-    try {
-      await this.deps.jsm.consumers.info(this.spec.stream, this.spec.durable);
-    } catch (err: unknown) {
-      if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
-      await this.deps.jsm.consumers.add(this.spec.stream, {
-        durable_name: this.spec.durable,
-        filter_subject: this.spec.filter,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.New,
-        ack_wait: 30_000 * NANOS_PER_MS,
-        max_ack_pending: 5_000,
-        max_deliver: -1,
-      });
-    }
-    this.loop.start();
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.changes;
+    await this.loop?.stop();
+    this.loop = undefined;
   }
 
-  stop(): Promise<void> {
-    return this.loop.stop();
-  }
-
-  private async round(): Promise<void> {
+  private async round(loop: RetryLoop): Promise<void> {
     const consumer = await this.deps.js.consumers.get(this.spec.stream, this.spec.durable);
     const iter = await consumer.fetch({ max_messages: 256, expires: 5_000, idle_heartbeat: 1_000 });
-    this.loop.track(iter);
+    loop.track(iter);
     let chunk: JsMsg[] = [];
     for await (const m of iter) {
       chunk.push(m);

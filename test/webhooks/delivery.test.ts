@@ -4,7 +4,7 @@ import type { Resolver } from '../../hub/webhooks/ssrf.ts';
 import { type HubEnv, startHubEnv, ticketBody } from '../harness/gatesync.ts';
 import { waitFor } from '../harness/index.ts';
 import { FAST_WEBHOOKS, startReceiver } from '../harness/receiver.ts';
-import { issueTickets, startVenue } from '../harness/venue.ts';
+import { hubCheckins, issueTickets, startVenue } from '../harness/venue.ts';
 
 interface Created {
   id: string;
@@ -38,11 +38,14 @@ test('an admission at a gate arrives as a signed checkin.created', async (t) => 
   const v = await startVenue(t, { gates: ['north'], hubEnv: FAST_WEBHOOKS });
   const rx = await startReceiver();
   v.defer(() => rx.close());
-  const ep = await v.hub.api<Created>('/v1/webhooks/endpoints', { body: { url: `${rx.url}/hook` } });
-  assert.equal(ep.status, 201);
   const qrs = [...(await issueTickets(v, 3)).values()];
   const gate = v.gates[0];
   assert.ok(gate);
+  // Before any endpoint exists: nobody subscribed, so this admission is never sent.
+  const before = await gate.agent.scan(qrs[1] as string);
+  await waitFor(async () => (await hubCheckins(v.hub)).some((c) => c.id === before.checkin_id));
+  const ep = await v.hub.api<Created>('/v1/webhooks/endpoints', { body: { url: `${rx.url}/hook` } });
+  assert.equal(ep.status, 201);
   const a = await gate.agent.scan(qrs[0] as string);
   await gate.agent.scan(qrs[0] as string); // already_used: a rejection, not subscribed by default
   await waitFor(() => rx.received.length >= 1, { timeoutMs: 15_000, message: 'check-in delivered' });
