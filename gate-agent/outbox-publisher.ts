@@ -162,7 +162,17 @@ export class OutboxPublisher {
     const { store, js } = this.opts;
     let cursor = 0;
     let failure: unknown;
-    const inFlight = new Set<Promise<void>>();
+    // In-flight publishes are counted, not raced: Promise.race over the window would attach a handler
+    // to every pending publish each time one slot frees (O(window) per publish).
+    let inFlight = 0;
+    let slotFreed: (() => void) | undefined;
+    let allDone: (() => void) | undefined;
+    const settled = () => {
+      inFlight--;
+      slotFreed?.();
+      slotFreed = undefined;
+      if (inFlight === 0) allDone?.();
+    };
     let acked: number[] = [];
     let dups = 0;
     let published = 0;
@@ -180,25 +190,34 @@ export class OutboxPublisher {
       if (rows.length === 0) break;
       for (const row of rows) {
         cursor = row.seq;
-        const p: Promise<void> = publishCheckin(js, row, this.opts.ackTimeout).then(
+        inFlight++;
+        publishCheckin(js, row, this.opts.ackTimeout).then(
           (duplicate) => {
             acked.push(row.seq);
             published++;
             if (duplicate) dups++;
             // One sent-mark transaction per window's worth of acks.
             if (acked.length >= this.window) flushMarks();
+            settled();
           },
           (err: unknown) => {
             failure ??= err;
+            settled();
           },
         );
-        const tracked = p.finally(() => inFlight.delete(tracked));
-        inFlight.add(tracked);
-        if (inFlight.size >= this.window) await Promise.race(inFlight);
+        if (inFlight >= this.window) {
+          await new Promise<void>((resolve) => {
+            slotFreed = resolve;
+          });
+        }
         if (failure !== undefined) break;
       }
     }
-    await Promise.all(inFlight);
+    if (inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        allDone = resolve;
+      });
+    }
     flushMarks();
     if (failure !== undefined) throw failure;
     return published;

@@ -60,9 +60,13 @@ export class PeerCheckins {
     let lastWrite = 0;
     for await (const m of iter) {
       try {
-        const c = decodeCheckin(m.data);
-        // This gate's own check-ins come back too; those its store holds change nothing.
-        if (c.decision === 'admit' && !this.opts.store.hasCheckin(c.id)) batch.push(c);
+        // This gate's own check-ins come back too; those its store holds change nothing, and are skipped
+        // by the id in the subject (gs.chk.<venue>.<agent>.<id>) before any decoding.
+        const id = m.subject.slice(m.subject.lastIndexOf('.') + 1);
+        if (!this.opts.store.hasCheckin(id)) {
+          const c = decodeCheckin(m.data);
+          if (c.decision === 'admit' && c.id === id) batch.push(c);
+        }
       } catch {
         this.opts.logger.warn({ subject: m.subject, seq: m.seq }, 'malformed check-in skipped');
       }
