@@ -260,6 +260,7 @@ const EndpointHealth = Type.Object(
     latency_p50_ms: Nullable(Type.Number({ minimum: 0 })),
     latency_p95_ms: Nullable(Type.Number({ minimum: 0 })),
     last_error: Nullable(Type.String()),
+    last_error_at: Nullable(IsoTime),
     last_attempt_at: Nullable(IsoTime),
   },
   Closed,

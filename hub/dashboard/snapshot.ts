@@ -66,6 +66,7 @@ export interface EndpointRow {
     latency_p50_ms: number | null;
     latency_p95_ms: number | null;
     last_error: string | null;
+    last_error_at: string | null;
     last_attempt_at: string | null;
   } | null;
   state: 'disabled' | 'failing' | 'degraded' | 'healthy' | 'idle';

@@ -58,7 +58,9 @@ export interface EndpointHealth {
   success_rate: number | null;
   latency_p50_ms: number | null;
   latency_p95_ms: number | null;
+  /** The last failure seen by this hub process, and when: an older one than last_attempt_at is history. */
   last_error: string | null;
+  last_error_at: string | null;
   last_attempt_at: string | null;
 }
 
@@ -94,6 +96,7 @@ export class EndpointWorker {
   private readonly orderTails = new Map<string, Promise<void>>();
   private readonly recent: { ok: boolean; ms: number }[] = [];
   private lastError: string | null = null;
+  private lastErrorAt: string | null = null;
   private lastAttemptAt: string | null = null;
   private readonly running = new Set<Promise<void>>();
   private consumer: Consumer | undefined;
@@ -147,6 +150,7 @@ export class EndpointWorker {
       latency_p50_ms: quantile(sorted, 0.5),
       latency_p95_ms: quantile(sorted, 0.95),
       last_error: this.lastError,
+      last_error_at: this.lastErrorAt,
       last_attempt_at: this.lastAttemptAt,
     };
   }
@@ -399,7 +403,10 @@ export class EndpointWorker {
     this.recent.push({ ok, ms });
     if (this.recent.length > STATS_WINDOW) this.recent.shift();
     this.lastAttemptAt = new Date(at).toISOString();
-    if (!ok) this.lastError = error;
+    if (!ok) {
+      this.lastError = error;
+      this.lastErrorAt = this.lastAttemptAt;
+    }
   }
 
   private async deadLetter(d: Delivery, reason: string): Promise<void> {
