@@ -27,7 +27,8 @@ fi
 
 # Debian's chromium, driven by playwright-core in the browser tests (test/browser/). playwright-core
 # downloads no browser of its own; the tests launch /usr/bin/chromium.
-if [[ ! -x /usr/bin/chromium ]]; then
+# Only the tests need it (`setup.sh --with-browser`, from scripts/test.sh); the demo does not.
+if [[ "${1:-}" == "--with-browser" && ! -x /usr/bin/chromium ]]; then
   echo "setup: installing chromium for the browser tests (apt-get install -y chromium)..."
   SUDO=""
   if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi

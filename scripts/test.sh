@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
-bash scripts/setup.sh
+bash scripts/setup.sh --with-browser
 
 echo "== typecheck (tsc --noEmit)"
 npx tsc --noEmit
