@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what gatesync needs on a fresh machine: npm dependencies (npm ci, when node_modules is missing
-# or older than the lockfile), Debian's nats-server and Debian's chromium for the browser tests (each when
+# or older than the lockfile), Debian's nats-server and, with --with-browser (the tests), Debian's chromium (each when
 # it is not installed). Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
