@@ -323,7 +323,7 @@ export class EndpointWorker {
         this.breaker.recordSuccess(done);
         m.ack();
         this.deps.metrics.webhookEndToEnd.observe((done - Date.parse(d.message.timestamp)) / 1000);
-        if (endpoint.failing_since !== null) await this.markHealthy();
+        if (endpoint.failing_since !== null) await this.bestEffort(() => this.markHealthy());
         break;
       case 'retry':
         this.breaker.recordFailure(done);
@@ -336,14 +336,14 @@ export class EndpointWorker {
           chain: d.chain,
         });
         m.ack();
-        if (await this.markFailing(done)) next = 'endpoint_disabled';
+        if (await this.bestEffort(() => this.markFailing(done))) next = 'endpoint_disabled';
         break;
       case 'dead_letter':
         this.breaker.recordFailure(done);
         next = 'dead_letter';
         await this.deadLetter(d, plan.reason);
         m.ack();
-        await this.markFailing(done);
+        await this.bestEffort(() => this.markFailing(done));
         break;
       case 'disable_endpoint':
         next = 'endpoint_disabled';
@@ -423,6 +423,23 @@ export class EndpointWorker {
     await this.deps.js.publish(subjects.deadLetter(this.endpointId, d.message.id), JSON.stringify(dl));
     this.deps.metrics.webhookDeadLetters.inc();
     this.deps.onExhausted(dl);
+  }
+
+  /**
+   * Endpoint bookkeeping after the message is already acked or re-queued: a failure to write it (KV
+   * unreachable) is logged and retried by the next attempt's outcome, and must not turn the finished
+   * delivery into an error (which would lose its attempt log line).
+   */
+  private async bestEffort<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await fn();
+    } catch (err: unknown) {
+      this.deps.logger.warn(
+        { err: errorMessage(err), endpoint: this.endpointId },
+        'endpoint state not updated',
+      );
+      return undefined;
+    }
   }
 
   private async markHealthy(): Promise<void> {
