@@ -17,6 +17,14 @@
  * webhook-id: lost (expected, never arrived), duplicates (arrived more than once), foreign (unexpected
  * ids) and bad signatures. Any of them non-zero fails the run.
  *
+ * Delivery only: the hub's delivery engine without the ingestion pipeline. The endpoint is disabled (its
+ * worker stops), N deliveries are queued straight to its GS_WEBHOOKS subject `gs.wh.<endpoint>` as the
+ * hub's dispatcher queues them (a `Delivery` with v 1, a fresh chain per message, attempt 1, due_at 0,
+ * trigger `test`, Nats-Msg-Id `<chain>.1`), each carrying a `checkin.created` message whose body is the
+ * size of the sampled one; then the endpoint is enabled. The figure is N over the time from the enable
+ * request to the arrival of the last of the N messages (worker start included); lost, duplicates and
+ * foreign are counted as in the hub run and hub/nats CPU is measured over the same span.
+ *
  * Baseline: the bare loop (bench/support/bare-post-child.ts) in a process of its own, as the hub is: N
  * POSTs of the sampled body, each freshly signed, C in flight on a Pool of C connections. Run before and
  * after the hub run; the mean is the baseline.
@@ -26,6 +34,9 @@
  */
 import type { NatsConnection } from '@nats-io/transport-node';
 import { derivedMessageId } from '../hub/webhooks/dispatcher.ts';
+import type { Delivery, WebhookMessage } from '../hub/webhooks/model.ts';
+import { newId } from '../shared/ids.ts';
+import { subjects } from '../shared/subjects.ts';
 import { BenchChild, envInt } from './lib/machine.ts';
 import {
   fmt,
@@ -44,6 +55,8 @@ import { startFastReceiver } from './support/webhook-receiver.ts';
 import {
   admission,
   createEndpoint,
+  disableEndpoint,
+  enableEndpoint,
   publishWindowed,
   startWebhookRig,
   waitUntilDelivering,
@@ -268,10 +281,108 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     `hub: ${n} messages in ${fmt(hub.totalMs, 0)} ms (${fmt(hub.perS)}/s), lost ${hub.lost}, duplicates ${hub.duplicates}`,
   );
   const bare2 = await bareRun('after');
+
+  /** Delivery only: N deliveries queued to the disabled endpoint, then the endpoint enabled. */
+  const deliveryOnlyRun = async (count: number) => {
+    const sample = JSON.parse(sampleBody) as Pick<WebhookMessage, 'type' | 'timestamp' | 'data'>;
+    await disableEndpoint(rig.hub, endpoint.id);
+    await sleep(1_000); // the worker stops
+    receiver.reset();
+    receiver.onArrival = undefined;
+    const tag = newId();
+    const deliveries: Delivery[] = Array.from({ length: count }, (_, i) => ({
+      v: 1,
+      message: {
+        id: derivedMessageId('checkin.created', `delivery-only.${tag}.${i}`),
+        type: sample.type,
+        timestamp: sample.timestamp,
+        data: sample.data,
+        venue: VENUE,
+        order_key: `DO${i}`,
+      },
+      endpoint_id: endpoint.id,
+      chain: `test_${newId()}`,
+      attempt: 1,
+      due_at: 0,
+      trigger: 'test',
+    }));
+    const expected = new Set(deliveries.map((d) => d.message.id));
+    const subject = subjects.delivery(endpoint.id);
+    const queueStarted = performance.now();
+    let next = 0;
+    const publisher = async () => {
+      for (let i = next++; i < deliveries.length; i = next++) {
+        const d = deliveries[i] as Delivery;
+        await rig.js.publish(subject, JSON.stringify(d), {
+          msgID: `${d.chain}.${d.attempt}`,
+          timeout: 5_000,
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PUBLISH_WINDOW, count) }, publisher));
+    const queueMs = performance.now() - queueStarted;
+    await sleep(500);
+    if (receiver.requests > 0) throw new Error(`delivery only: ${receiver.requests} requests while disabled`);
+
+    const taps = tapJetStreamApi(rig.nc);
+    const hubCpu0 = processCpuMs(rig.hub.pid) ?? Number.NaN;
+    const natsCpu0 = processCpuMs(rig.nats.pid) ?? Number.NaN;
+    const started = performance.now();
+    await enableEndpoint(rig.hub, endpoint.id);
+    const enabledMs = performance.now() - started;
+    let seen = 0;
+    let lastProgress = performance.now();
+    for (;;) {
+      let got = 0;
+      for (const id of expected) if (receiver.firstArrival.has(id)) got++;
+      if (got === expected.size) break;
+      if (got !== seen) {
+        seen = got;
+        lastProgress = performance.now();
+      } else if (performance.now() - lastProgress > STALL_MS) {
+        progress(`delivery only: no new arrival for ${STALL_MS} ms, ${got} of ${expected.size} arrived`);
+        break;
+      }
+      await sleep(20);
+    }
+    const arrivals = [...expected].map((id) => receiver.firstArrival.get(id)).filter((t) => t !== undefined);
+    const last = Math.max(...arrivals);
+    const first = Math.min(...arrivals);
+    const hubCpu = (processCpuMs(rig.hub.pid) ?? Number.NaN) - hubCpu0;
+    const natsCpu = (processCpuMs(rig.nats.pid) ?? Number.NaN) - natsCpu0;
+    const api = taps.stop();
+    await sleep(GRACE_MS);
+    let lost = 0;
+    for (const id of expected) if (!receiver.firstArrival.has(id)) lost++;
+    let foreign = 0;
+    for (const id of receiver.firstArrival.keys()) if (!expected.has(id)) foreign++;
+    return {
+      count,
+      queueMs,
+      enabledMs,
+      totalMs: last - started,
+      firstArrivalMs: first - started,
+      perS: (arrivals.length / (last - started)) * 1000,
+      lost,
+      duplicates: receiver.duplicates,
+      foreign,
+      badSignatures: receiver.badSignatures,
+      hubCpuMs: hubCpu,
+      natsCpuMs: natsCpu,
+      api,
+    };
+  };
+  const only = await deliveryOnlyRun(n);
+  progress(
+    `delivery only: ${n} messages in ${fmt(only.totalMs, 0)} ms (${fmt(only.perS)}/s), lost ${only.lost}, duplicates ${only.duplicates}`,
+  );
   const bareMean = (bare1.per_s + bare2.per_s) / 2;
   const ratio = hub.perS / bareMean;
   const windowRatio = hub.windowPerS / bareMean;
   const clean = hub.lost === 0 && hub.duplicates === 0 && hub.foreign === 0 && hub.badSignatures === 0;
+  const onlyRatio = only.perS / bareMean;
+  const onlyClean =
+    only.lost === 0 && only.duplicates === 0 && only.foreign === 0 && only.badSignatures === 0;
 
   console.log();
   console.log(
@@ -299,6 +410,14 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
         '-',
       ],
       ['bare undici POST loop, after', fmt(bare2.per_s), fmt(bare2.ms, 0), '-', cpuPer(bare2.cpu_ms), '-'],
+      [
+        'hub, delivery only: enable -> last arrival',
+        fmt(only.perS),
+        fmt(only.totalMs, 0),
+        fmt(onlyRatio, 2),
+        cpuPer(only.hubCpuMs),
+        cpuPer(only.natsCpuMs),
+      ],
     ],
   );
   console.log(
@@ -313,6 +432,12 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
   console.log(
     `receiver: ${hub.requests} requests, ${hub.verified} signatures verified, ${hub.badSignatures} bad; ` +
       `lost ${hub.lost}, duplicates ${hub.duplicates}, foreign ${hub.foreign}`,
+  );
+  console.log(
+    `delivery only: ${n} deliveries queued to the disabled endpoint in ${fmt(only.queueMs, 0)} ms; enable answered in ` +
+      `${fmt(only.enabledMs, 0)} ms, first delivery ${fmt(only.firstArrivalMs, 0)} ms after it; per delivery ` +
+      `${per(only.api.pulls)} pull requests, ${per(only.api.consumerInfo)} consumer look-ups, ${per(only.api.acks)} acks; ` +
+      `lost ${only.lost}, duplicates ${only.duplicates}, foreign ${only.foreign}, bad signatures ${only.badSignatures}`,
   );
   console.log(
     `target: >= ${TARGET_RATIO} of the bare loop with nothing lost or doubled: ` +
@@ -346,12 +471,27 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     foreign: hub.foreign,
     bad_signatures: hub.badSignatures,
     verified: hub.verified,
+    delivery_only_per_s: round(only.perS, 0),
+    delivery_only_ms: round(only.totalMs, 0),
+    delivery_only_ratio: round(onlyRatio, 2),
+    delivery_only_hub_cpu_us_per_msg: round((only.hubCpuMs / n) * 1000, 0),
+    delivery_only_nats_cpu_us_per_msg: round((only.natsCpuMs / n) * 1000, 0),
+    delivery_only_pulls_per_msg: round(only.api.pulls / n, 2),
+    delivery_only_lost: only.lost,
+    delivery_only_duplicates: only.duplicates,
+    delivery_only_foreign: only.foreign,
+    delivery_only_bad_signatures: only.badSignatures,
     target_ratio: TARGET_RATIO,
     target_met: ratio >= TARGET_RATIO && clean,
   });
   if (!clean) {
     throw new Error(
       `lost ${hub.lost}, duplicates ${hub.duplicates}, foreign ${hub.foreign}, bad signatures ${hub.badSignatures}`,
+    );
+  }
+  if (!onlyClean) {
+    throw new Error(
+      `delivery only: lost ${only.lost}, duplicates ${only.duplicates}, foreign ${only.foreign}, bad signatures ${only.badSignatures}`,
     );
   }
 });

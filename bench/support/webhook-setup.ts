@@ -89,6 +89,12 @@ export async function disableEndpoint(hub: HubProcess, id: string): Promise<void
   if (res.status !== 200) throw new Error(`disabling ${id} answered ${res.status}`);
 }
 
+/** Enables an endpoint: its worker starts again and takes what is queued to it. */
+export async function enableEndpoint(hub: HubProcess, id: string): Promise<void> {
+  const res = await hub.api(`/v1/webhooks/endpoints/${id}/enable`, {});
+  if (res.status !== 200) throw new Error(`enabling ${id} answered ${res.status}`);
+}
+
 /**
  * Queues a `webhook.test` to the endpoint and waits until it reaches `receiver`: from then on the
  * endpoint's worker is running. Retries the test every few seconds while the worker starts.
