@@ -429,3 +429,31 @@ test('a gate that loses its link raises agent.offline, and agent.online when it 
   });
   assert.equal(rx.verified(ep.body.secret).length, rx.received.length);
 });
+
+test('the circuit breaker stops sending to a failing endpoint, probes after the cool-down, and closes on success', async (t) => {
+  const w = await webhookEnv(t, {
+    GATESYNC_WEBHOOK_BREAKER_FAILURES: '3',
+    GATESYNC_WEBHOOK_BREAKER_COOLDOWN: '2s',
+    GATESYNC_WEBHOOK_RETRY_SCHEDULE: '1h',
+  });
+  let up = false;
+  const rx = await startReceiver(() => ({ status: up ? 200 : 500 }));
+  w.defer(() => rx.close());
+  const ep = await w.endpoint(`${rx.url}/flaky`, { max_concurrency: 1 });
+  for (let i = 0; i < 8; i++) await w.sendTest(ep.id);
+  await waitFor(() => rx.received.length >= 3, { message: 'three failures' });
+  const third = rx.received[2]?.at ?? 0;
+  // Open: nothing is sent during the cool-down (a lower bound: a slow machine only lengthens it).
+  await new Promise((r) => setTimeout(r, 1_500));
+  assert.equal(rx.received.length, 3, 'no request while the breaker is open');
+  const health = await w.hub.api<{ endpoints: { id: string; health: { breaker: string } | null }[] }>(
+    '/v1/webhooks/health',
+  );
+  assert.equal(health.body.endpoints.find((e) => e.id === ep.id)?.health?.breaker, 'open');
+  up = true;
+  // One probe after the cool-down; it succeeds, the breaker closes and the rest go.
+  await waitFor(() => rx.received.length >= 4, { message: 'the probe' });
+  assert.ok((rx.received[3]?.at ?? 0) - third >= 1_900, 'the probe waited for the cool-down');
+  await waitFor(() => rx.received.length >= 8, { timeoutMs: 15_000, message: 'the rest after the probe' });
+  assert.equal(new Set(rx.received.slice(3).map((r) => r.id)).size, 5, 'each remaining message once');
+});
