@@ -6,10 +6,11 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { errorMessage } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { connectNats, drainOrClose, LinkState, type NatsConnection } from '../shared/nats.ts';
+import { AgentBoard } from './agent-board.ts';
 import { ApiKeys } from './api-keys.ts';
 import { CheckinConsumer } from './checkin-consumer.ts';
 import type { HubConfig } from './config.ts';
-import { startDashboard } from './dashboard/index.ts';
+import { createDashboard } from './dashboard/index.ts';
 import { type EmbeddedNats, startEmbeddedNats } from './embedded-nats.ts';
 import { buildHubHttp } from './http-api.ts';
 import { IdempotencyStore } from './idempotency.ts';
@@ -105,12 +106,16 @@ export async function startHub(
     });
     await checkins.start();
     stack.push({ name: 'check-in consumer', stop: () => checkins.stop() });
+    // One watch of the agents' heartbeats serves the agents route, the dashboard and presence webhooks.
+    const board = new AgentBoard({ kv: buckets.agents, logger, offlineAfterMs: config.agentOfflineAfterMs });
+    await board.start();
+    stack.push({ name: 'agent board', stop: () => board.stop() });
     const webhooks = await startWebhooks({
       nc,
       js: jetstream(nc),
       jsm,
       endpointsKv: buckets.endpoints,
-      agentsKv: buckets.agents,
+      board,
       settings: config.webhooks,
       agentOfflineAfterMs: config.agentOfflineAfterMs,
       logger,
@@ -118,19 +123,18 @@ export async function startHub(
       ...(startOptions.resolver === undefined ? {} : { resolver: startOptions.resolver }),
     });
     stack.push({ name: 'webhooks', stop: () => webhooks.stop() });
-    const dashboard = await startDashboard({
+    const dashboard = createDashboard({
       js: jetstream(nc),
       jsm,
-      agentsKv: buckets.agents,
+      board,
       webhooks,
       offlineAfterMs: config.agentOfflineAfterMs,
       logger,
     });
-    stack.push({ name: 'dashboard', stop: () => dashboard.stop() });
     const app = buildHubHttp({
       publicRoutes: [registerOpenApi, (app) => dashboard.page(app)],
       routes: [(api) => webhooks.routes(api), (api) => dashboard.routes(api)],
-      queries: new VenueQueries(jetstream(nc), jsm, buckets.agents, config.agentOfflineAfterMs),
+      queries: new VenueQueries(jetstream(nc), jsm, board),
       logger,
       metrics,
       tickets,

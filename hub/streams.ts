@@ -25,90 +25,49 @@ export interface HubStreamOptions {
   replicas?: number;
 }
 
-export function streamConfigs(opts: HubStreamOptions): (Partial<StreamConfig> & { name: string })[] {
+type HubStreamConfig = Partial<StreamConfig> & { name: string };
+
+/** Two minutes of Nats-Msg-Id de-duplication (durable dedupe comes from expected-sequence checks). */
+const DEDUPE_WINDOW = 2 * 60 * 1000 * NANOS_PER_MS;
+const days = (n: number) => n * DAY_MS * NANOS_PER_MS;
+
+export function streamConfigs(opts: HubStreamOptions): HubStreamConfig[] {
+  // What every hub stream shares: file storage, limits retention, direct gets, the configured replicas.
+  const stream = (name: string, subject: string, rest: Partial<StreamConfig>): HubStreamConfig => ({
+    name,
+    subjects: [subject],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    allow_direct: true,
+    num_replicas: opts.replicas ?? 1,
+    ...rest,
+  });
+  const checkinAge = days(opts.checkinRetentionDays);
+  const webhookAge = days(opts.webhookRetentionDays ?? 30);
   return [
-    {
-      name: STREAMS.tickets,
-      subjects: [subjects.allTickets],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      // The latest signed state of every ticket: a fresh agent reads O(tickets), not O(history).
+    // The latest signed state of every ticket: a fresh agent reads O(tickets), not O(history).
+    stream(STREAMS.tickets, subjects.allTickets, {
       max_msgs_per_subject: 1,
       discard: DiscardPolicy.Old,
-      duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.checkins,
-      subjects: [subjects.allCheckins],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      max_age: opts.checkinRetentionDays * DAY_MS * NANOS_PER_MS,
-      duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.entries,
-      subjects: [subjects.allEntries],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      // The hub's verdict of each ticket's admission state, written with expected-sequence checks.
-      max_msgs_per_subject: 1,
-      max_age: opts.checkinRetentionDays * DAY_MS * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.conflicts,
-      subjects: [subjects.allConflicts],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      max_msgs_per_subject: 1,
-      max_age: opts.checkinRetentionDays * DAY_MS * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.webhooks,
-      subjects: [subjects.allDeliveries],
-      // One message per pending delivery; acked (and so removed) once delivered, re-queued or dead.
+      duplicate_window: DEDUPE_WINDOW,
+    }),
+    stream(STREAMS.checkins, subjects.allCheckins, { max_age: checkinAge, duplicate_window: DEDUPE_WINDOW }),
+    // The hub's verdict of each ticket's admission state, written with expected-sequence checks.
+    stream(STREAMS.entries, subjects.allEntries, { max_msgs_per_subject: 1, max_age: checkinAge }),
+    stream(STREAMS.conflicts, subjects.allConflicts, { max_msgs_per_subject: 1, max_age: checkinAge }),
+    // One message per pending delivery; acked (and so removed) once delivered, re-queued or dead.
+    stream(STREAMS.webhooks, subjects.allDeliveries, {
       retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.messages,
-      subjects: [subjects.allMessages],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
+      allow_direct: false,
+      duplicate_window: DEDUPE_WINDOW,
+    }),
+    stream(STREAMS.messages, subjects.allMessages, {
       max_msgs_per_subject: 1,
-      max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
-      duplicate_window: 2 * 60 * 1000 * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.attempts,
-      subjects: [subjects.allAttempts],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
-    {
-      name: STREAMS.dead,
-      subjects: [subjects.allDeadLetters],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      max_msgs_per_subject: 1,
-      max_age: (opts.webhookRetentionDays ?? 30) * DAY_MS * NANOS_PER_MS,
-      allow_direct: true,
-      num_replicas: opts.replicas ?? 1,
-    },
+      max_age: webhookAge,
+      duplicate_window: DEDUPE_WINDOW,
+    }),
+    stream(STREAMS.attempts, subjects.allAttempts, { max_age: webhookAge }),
+    stream(STREAMS.dead, subjects.allDeadLetters, { max_msgs_per_subject: 1, max_age: webhookAge }),
   ];
 }
 

@@ -1,19 +1,13 @@
 /**
- * Read-side queries over the streams: a venue's check-ins and conflicts (paged by stream sequence, the
- * cursor), and its agents' latest heartbeats with their ticket-sync lag. Nothing is cached in the hub
- * process, so every hub answers the same.
+ * Read-side queries: a venue's check-ins and conflicts (paged by stream sequence, the cursor), read from
+ * the streams on each request, and its agents' latest heartbeats with their ticket-sync lag, from the
+ * hub's agent board (rebuilt from the GS_AGENTS bucket, so every hub answers the same).
  */
-import {
-  DeliverPolicy,
-  JetStreamApiError,
-  type JetStreamClient,
-  type JetStreamManager,
-} from '@nats-io/jetstream';
-import type { KV } from '@nats-io/kv';
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { type CheckinMessage, type ConflictRecord, decodeCheckin } from '../shared/checkins.ts';
 import { decode } from '../shared/codec.ts';
-import type { Heartbeat } from '../shared/heartbeat.ts';
-import { agentConsumerName, STREAMS, subjects } from '../shared/subjects.ts';
+import { STREAMS, subjects } from '../shared/subjects.ts';
+import { type AgentBoard, syncPending } from './agent-board.ts';
 
 export interface Page<T> {
   items: (T & { cursor: number })[];
@@ -28,9 +22,6 @@ export interface PageQuery {
   since?: number | undefined;
   limit: number;
 }
-
-/** An agent is offline when three heartbeats (15 s) are missing. */
-export const OFFLINE_AFTER_MS = 15_000;
 
 export async function readPage<T>(
   js: JetStreamClient,
@@ -70,9 +61,7 @@ export class VenueQueries {
   constructor(
     private readonly js: JetStreamClient,
     private readonly jsm: JetStreamManager,
-    private readonly agentsKv: KV,
-    /** Milliseconds without a heartbeat before an agent is called offline (GATESYNC_AGENT_OFFLINE_AFTER). */
-    private readonly offlineAfterMs = OFFLINE_AFTER_MS,
+    private readonly board: AgentBoard,
   ) {}
 
   checkins(venue: string, q: PageQuery): Promise<Page<CheckinMessage>> {
@@ -89,38 +78,25 @@ export class VenueQueries {
     );
   }
 
+  /** The venue's agents, from the hub's agent board, each with its ticket-sync lag. */
   async agents(venue: string, now = Date.now()) {
-    const keys: string[] = [];
-    for await (const k of await this.agentsKv.keys(`${venue}.*`)) keys.push(k);
-    keys.sort();
-    const out = [];
-    for (const key of keys) {
-      const e = await this.agentsKv.get(key);
-      if (e === null || e.operation !== 'PUT') continue;
-      const hb = JSON.parse(e.string()) as Heartbeat;
-      let syncPending: number | null = null;
-      try {
-        syncPending = (await this.jsm.consumers.info(STREAMS.tickets, agentConsumerName(venue, hb.agent)))
-          .num_pending;
-      } catch (err: unknown) {
-        if (!(err instanceof JetStreamApiError)) throw err;
-      }
-      // Received time is the server's, so agent clock skew cannot make a live gate look dead.
-      const receivedAt = e.created.getTime();
-      out.push({
-        agent: hb.agent,
-        gate: hb.gate,
-        online: now - receivedAt < this.offlineAfterMs,
-        last_heartbeat: new Date(receivedAt).toISOString(),
-        last_heartbeat_age_ms: now - receivedAt,
-        outbox_depth: hb.outbox_depth,
-        oldest_unsent_age_ms: hb.oldest_unsent_at === null ? null : hb.sent_at - hb.oldest_unsent_at,
-        tickets_held: hb.tickets_held,
-        last_event_seq: hb.last_event_seq,
-        sync_pending: syncPending,
-        checkins_total: hb.checkins_total,
-      });
-    }
-    return out;
+    return Promise.all(
+      this.board.venue(venue).map(async (entry) => {
+        const a = this.board.view(entry, await syncPending(this.jsm, venue, entry.hb.agent), now);
+        return {
+          agent: a.agent,
+          gate: a.gate,
+          online: a.online,
+          last_heartbeat: a.last_heartbeat,
+          last_heartbeat_age_ms: a.last_heartbeat_age_ms,
+          outbox_depth: a.outbox_depth,
+          oldest_unsent_age_ms: a.oldest_unsent_age_ms,
+          tickets_held: a.tickets_held,
+          last_event_seq: a.last_event_seq,
+          sync_pending: a.sync_pending,
+          checkins_total: a.checkins_total,
+        };
+      }),
+    );
   }
 }

@@ -92,10 +92,7 @@ export function registerDashboardRoutes(api: FastifyInstance, deps: DashboardRou
     { schema: { querystring: DashboardQuery } },
     async (request, reply) => {
       assertAdmin(request.caller as Caller);
-      const snapshot = await deps.snapshots.get(
-        venueQuery(request.query),
-        request.headers.authorization ?? '',
-      );
+      const snapshot = await deps.snapshots.get(venueQuery(request.query));
       return reply.header('cache-control', 'no-store').send(snapshot);
     },
   );
@@ -106,7 +103,6 @@ export function registerDashboardRoutes(api: FastifyInstance, deps: DashboardRou
     async (request: FastifyRequest<{ Querystring: DashboardQuery }>, reply) => {
       assertAdmin(request.caller as Caller);
       const query = venueQuery(request.query);
-      const authorization = request.headers.authorization ?? '';
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {
@@ -131,7 +127,7 @@ export function registerDashboardRoutes(api: FastifyInstance, deps: DashboardRou
         if (closed) return;
         let event: string;
         try {
-          const snapshot = await deps.snapshots.get(query, authorization);
+          const snapshot = await deps.snapshots.get(query);
           event = `id: ${++id}\nevent: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`;
         } catch (err: unknown) {
           deps.logger.warn({ err: errorMessage(err) }, 'dashboard snapshot failed');

@@ -7,15 +7,15 @@
  * Snapshots are cached for SNAPSHOT_TTL_MS per distinct query, and the parts every query shares (webhooks,
  * failed messages, conflicts) once for all, so ten open dashboards cost about what one does.
  */
-import { JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import type { JetStreamClient, JetStreamManager } from '@nats-io/jetstream';
 import type { ConflictRecord } from '../../shared/checkins.ts';
 import { decode } from '../../shared/codec.ts';
 import { errorMessage } from '../../shared/errors.ts';
-import { agentConsumerName, STREAMS, subjects } from '../../shared/subjects.ts';
+import { STREAMS, subjects } from '../../shared/subjects.ts';
+import { type AgentBoard, type AgentView, SCAN_WINDOW_MS, syncPending } from '../agent-board.ts';
 import { readPage } from '../venue-queries.ts';
 import type { Webhooks } from '../webhooks/index.ts';
 import type { AttemptRecord } from '../webhooks/model.ts';
-import { type AgentBoard, type AgentView, SCAN_WINDOW_MS } from './agent-board.ts';
 
 /** Milliseconds a computed snapshot is reused. */
 export const SNAPSHOT_TTL_MS = 1_000;
@@ -124,11 +124,6 @@ export interface SnapshotDeps {
   jsm: JetStreamManager;
   webhooks: Webhooks;
   offlineAfterMs: number;
-  /**
-   * GET /v1/webhooks/health of this hub, called with the dashboard caller's own Authorization header:
-   * the workers' health is only reachable through that route.
-   */
-  webhookHealth(authorization: string): Promise<{ endpoints: Omit<EndpointRow, 'state'>[] }>;
 }
 
 type Shared = Pick<Snapshot, 'webhooks' | 'failed' | 'conflicts'>;
@@ -152,23 +147,23 @@ export class SnapshotBuilder {
   constructor(private readonly deps: SnapshotDeps) {}
 
   /** The snapshot for one query, reused for SNAPSHOT_TTL_MS. */
-  get(q: VenueQuery, authorization: string): Promise<Snapshot> {
+  get(q: VenueQuery): Promise<Snapshot> {
     const now = Date.now();
     const key = JSON.stringify(q);
     const hit = this.pages.get(key);
     if (hit !== undefined && now - hit.at < SNAPSHOT_TTL_MS) return hit.value;
     for (const [k, v] of this.pages) if (now - v.at >= SNAPSHOT_TTL_MS) this.pages.delete(k);
-    const value = this.build(q, now, authorization);
+    const value = this.build(q, now);
     this.pages.set(key, { at: now, value });
     value.catch(() => this.pages.delete(key));
     return value;
   }
 
-  private sharedParts(now: number, authorization: string): Promise<Shared> {
+  private sharedParts(now: number): Promise<Shared> {
     if (this.shared !== undefined && now - this.shared.at < SNAPSHOT_TTL_MS) return this.shared.value;
     const value = (async (): Promise<Shared> => {
       const [webhooks, failed, conflicts] = await Promise.all([
-        this.webhookRows(authorization).then(
+        this.webhookRows().then(
           (endpoints) => ({ endpoints, error: null }),
           (err: unknown) => ({ endpoints: [], error: errorMessage(err) }),
         ),
@@ -187,7 +182,7 @@ export class SnapshotBuilder {
     return value;
   }
 
-  private async build(q: VenueQuery, now: number, authorization: string): Promise<Snapshot> {
+  private async build(q: VenueQuery, now: number): Promise<Snapshot> {
     const venues = this.deps.board.venues();
     const needle = q.filter.trim().toLowerCase();
     const totals = {
@@ -222,7 +217,7 @@ export class SnapshotBuilder {
     const items = await Promise.all(
       shown.map(async ({ venue, rows }): Promise<VenueRow> => {
         const agents = await Promise.all(
-          rows.map(async (r) => ({ ...r, sync_pending: await this.syncPending(venue, r.agent) })),
+          rows.map(async (r) => ({ ...r, sync_pending: await syncPending(this.deps.jsm, venue, r.agent) })),
         );
         return {
           venue,
@@ -240,22 +235,12 @@ export class SnapshotBuilder {
       scan_window_ms: SCAN_WINDOW_MS,
       totals,
       venues: { query: { ...q, page }, matching: matching.length, pages, items },
-      ...(await this.sharedParts(now, authorization)),
+      ...(await this.sharedParts(now)),
     };
   }
 
-  private async syncPending(venue: string, agent: string): Promise<number | null> {
-    try {
-      return (await this.deps.jsm.consumers.info(STREAMS.tickets, agentConsumerName(venue, agent)))
-        .num_pending;
-    } catch (err: unknown) {
-      if (err instanceof JetStreamApiError) return null;
-      throw err;
-    }
-  }
-
-  private async webhookRows(authorization: string): Promise<EndpointRow[]> {
-    const { endpoints } = await this.deps.webhookHealth(authorization);
+  private async webhookRows(): Promise<EndpointRow[]> {
+    const endpoints = await this.deps.webhooks.health();
     return endpoints.map((e) => ({
       id: e.id,
       url: e.url,
@@ -286,9 +271,10 @@ export class SnapshotBuilder {
     all.sort((a, b) => (a.dead_at < b.dead_at ? 1 : a.dead_at > b.dead_at ? -1 : b.cursor - a.cursor));
     const items = await Promise.all(
       all.slice(0, FAILED_SHOWN).map(async (d): Promise<FailedRow> => {
-        const after = (await queries.messageAttempts(d.message_id)).filter(
-          // Attempts that started after it died belong to a resend, recover or redrive (and their retries).
-          (a: AttemptRecord) => a.endpoint_id === d.endpoint_id && a.at > d.dead_at,
+        // Attempts that started after it died belong to a resend, recover or redrive (and their retries).
+        // Read on the one subject of this endpoint and message, from the time it died.
+        const after = (await queries.attemptsAt(d.endpoint_id, d.message_id, Date.parse(d.dead_at))).filter(
+          (a: AttemptRecord) => a.at > d.dead_at,
         );
         const latest = after[after.length - 1];
         let state: FailedRow['replay']['state'] = 'none';

@@ -10,9 +10,8 @@ import { ID_PATTERN_SOURCE } from '../../shared/ids.ts';
 import { assertAdmin, type Caller } from '../api-keys.ts';
 import { PageQuery, pageQuery } from '../http-api.ts';
 import type { EndpointStore } from './endpoints.ts';
-import { publicEndpoint } from './model.ts';
+import type { EndpointWithHealth } from './model.ts';
 import type { WebhookQueries } from './queries.ts';
-import type { EndpointHealth } from './worker.ts';
 
 const Id = Type.String({ pattern: ID_PATTERN_SOURCE });
 const EndpointParams = Type.Object({ id: Id });
@@ -25,8 +24,8 @@ const RecoverBody = Type.Object(
 export interface DeliveryRouteDeps {
   store: EndpointStore;
   queries: WebhookQueries;
-  health(endpointId: string): EndpointHealth | undefined;
-  queued(endpointId: string): Promise<number | null>;
+  /** Every endpoint with its delivery health (Webhooks.health). */
+  health(): Promise<EndpointWithHealth[]>;
 }
 
 export function registerDeliveryRoutes(api: FastifyInstance, deps: DeliveryRouteDeps): void {
@@ -121,13 +120,6 @@ export function registerDeliveryRoutes(api: FastifyInstance, deps: DeliveryRoute
   // Every endpoint with how its deliveries are going (this hub process's recent attempts).
   api.get('/v1/webhooks/health', async (request) => {
     assertAdmin(request.caller as Caller);
-    const endpoints = await Promise.all(
-      deps.store.list().map(async (e) => ({
-        ...publicEndpoint(e),
-        health: deps.health(e.id) ?? null,
-        queued: await deps.queued(e.id),
-      })),
-    );
-    return { endpoints };
+    return { endpoints: await deps.health() };
   });
 }

@@ -10,13 +10,14 @@ import { errorMessage } from '../../shared/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { NatsConnection } from '../../shared/nats.ts';
 import { STREAMS, subjects } from '../../shared/subjects.ts';
+import type { AgentBoard } from '../agent-board.ts';
 import type { WebhookSettings } from '../config.ts';
 import type { HubMetrics } from '../metrics.ts';
 import { registerDeliveryRoutes } from './delivery-routes.ts';
 import { Dispatcher } from './dispatcher.ts';
 import { registerEndpointRoutes } from './endpoint-routes.ts';
 import { EndpointStore } from './endpoints.ts';
-import type { DeadLetter, EndpointRecord } from './model.ts';
+import { type DeadLetter, type EndpointRecord, type EndpointWithHealth, publicEndpoint } from './model.ts';
 import { WebhookQueries } from './queries.ts';
 import { WebhookSender } from './sender.ts';
 import { AgentPresence, StreamSource, streamSources } from './sources.ts';
@@ -28,7 +29,8 @@ export interface WebhooksOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
   endpointsKv: KV;
-  agentsKv: KV;
+  /** The hub's view of agents' heartbeats, for agent.online / agent.offline. */
+  board: AgentBoard;
   settings: WebhookSettings;
   agentOfflineAfterMs: number;
   logger: Logger;
@@ -39,6 +41,8 @@ export interface WebhooksOptions {
 
 export interface Webhooks {
   store: EndpointStore;
+  /** What GET /v1/webhooks/health answers; the dashboard reads it directly. */
+  health(): Promise<EndpointWithHealth[]>;
   dispatcher: Dispatcher;
   queries: WebhookQueries;
   routes(api: FastifyInstance): void;
@@ -148,17 +152,33 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
     for (const s of sources) void s.refresh();
   });
   const presence = new AgentPresence({
-    kv: opts.agentsKv,
+    board: opts.board,
     dispatcher,
     logger,
     offlineAfterMs: opts.agentOfflineAfterMs,
   });
-  await presence.start();
+  presence.start();
+
+  /** Every endpoint with this process's view of its deliveries and its JetStream queue. */
+  const health = (): Promise<EndpointWithHealth[]> =>
+    Promise.all(
+      store.list().map(async (e) => {
+        let queued: number | null = null;
+        try {
+          const info = await jsm.consumers.info(STREAMS.webhooks, endpointConsumerName(e.id));
+          queued = info.num_pending + info.num_ack_pending;
+        } catch {
+          // no consumer (yet): unknown
+        }
+        return { ...publicEndpoint(e), health: workers.get(e.id)?.health() ?? null, queued };
+      }),
+    );
 
   return {
     store,
     dispatcher,
     queries,
+    health,
     routes(api) {
       registerEndpointRoutes(api, {
         store,
@@ -176,19 +196,7 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
           return { message_id: m.id };
         },
       });
-      registerDeliveryRoutes(api, {
-        store,
-        queries,
-        health: (id) => workers.get(id)?.health(),
-        queued: async (id) => {
-          try {
-            const info = await jsm.consumers.info(STREAMS.webhooks, endpointConsumerName(id));
-            return info.num_pending + info.num_ack_pending;
-          } catch {
-            return null;
-          }
-        },
-      });
+      registerDeliveryRoutes(api, { store, queries, health });
     },
     async stop() {
       stopping = true;

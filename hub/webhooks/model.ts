@@ -4,6 +4,7 @@
  * (GS_ATTEMPTS) and dead letters (GS_WH_DEAD). See docs/webhooks.md for how they move.
  */
 import type { SecretRing } from './secrets.ts';
+import type { EndpointHealth } from './worker.ts';
 
 /** Every event type an endpoint can subscribe to, and the ones a new endpoint gets when it names none. */
 export const EVENT_TYPES = [
@@ -124,4 +125,12 @@ export interface DeadLetter {
   attempts: number;
   reason: string;
   dead_at: string;
+}
+
+/** An endpoint as `GET /v1/webhooks/health` and the dashboard show it. */
+export interface EndpointWithHealth extends PublicEndpoint {
+  /** This hub process's view of its recent attempts; null when it has no worker (disabled). */
+  health: EndpointHealth | null;
+  /** Deliveries waiting or in flight in JetStream; null when unknown. */
+  queued: number | null;
 }

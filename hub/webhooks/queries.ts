@@ -60,6 +60,18 @@ export class WebhookQueries {
     return page.items.map(({ cursor: _c, ...a }) => a);
   }
 
+  /** The attempts at one message at one endpoint since a time (milliseconds), oldest first. */
+  async attemptsAt(endpointId: string, messageId: string, since: number): Promise<AttemptRecord[]> {
+    const page = await readPage(
+      this.js,
+      STREAMS.attempts,
+      subjects.attempt(endpointId, messageId),
+      { since, limit: 1000 },
+      json<AttemptRecord>,
+    );
+    return page.items;
+  }
+
   endpointAttempts(endpointId: string, q: PageQuery): Promise<Page<AttemptRecord>> {
     return readPage(this.js, STREAMS.attempts, `gs.att.${endpointId}.*`, q, json<AttemptRecord>);
   }

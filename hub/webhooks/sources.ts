@@ -15,7 +15,6 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { type KV, KvWatchInclude } from '@nats-io/kv';
 import { type ConflictRecord, decodeCheckin } from '../../shared/checkins.ts';
 import { decode } from '../../shared/codec.ts';
 import { errorMessage } from '../../shared/errors.ts';
@@ -24,6 +23,7 @@ import type { Heartbeat } from '../../shared/heartbeat.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { RetryLoop } from '../../shared/retry-loop.ts';
 import { STREAMS, subjects } from '../../shared/subjects.ts';
+import type { AgentBoard } from '../agent-board.ts';
 import type { HubMetrics } from '../metrics.ts';
 import { type Dispatcher, derivedMessageId } from './dispatcher.ts';
 import type { EventType, WebhookMessage } from './model.ts';
@@ -296,64 +296,46 @@ export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
 }
 
 /**
- * Watches agents' heartbeats. An agent whose last heartbeat is older than `offlineAfterMs` goes offline;
- * one that sends a heartbeat again comes online. Presence known when the hub starts raises nothing.
+ * Turns the agent board's heartbeats into presence events. An agent whose last heartbeat is older than
+ * `offlineAfterMs` goes offline; one that sends a heartbeat again comes online. Presence known when the
+ * hub starts raises nothing.
  */
 export class AgentPresence {
-  private readonly state = new Map<string, { online: boolean; receivedAt: number; hb: Heartbeat }>();
+  /** Online or not as last announced, by the board's key `<venue>.<agent>`. */
+  private readonly online = new Map<string, boolean>();
   private timer: NodeJS.Timeout | undefined;
-  private stopWatch: (() => void) | undefined;
+  private stopped = false;
 
   constructor(
     private readonly deps: {
-      kv: KV;
+      board: AgentBoard;
       dispatcher: Dispatcher;
       logger: Logger;
       offlineAfterMs: number;
     },
   ) {}
 
-  async start(): Promise<void> {
+  start(): void {
     const now = Date.now();
-    for await (const key of await this.deps.kv.keys()) {
-      const e = await this.deps.kv.get(key);
-      if (e === null || e.operation !== 'PUT') continue;
-      try {
-        const hb = e.json<Heartbeat>();
-        const receivedAt = e.created.getTime();
-        this.state.set(key, { online: now - receivedAt < this.deps.offlineAfterMs, receivedAt, hb });
-      } catch {
-        // not a heartbeat: ignored
-      }
+    for (const [key, a] of this.deps.board.entries()) {
+      this.online.set(key, now - a.receivedAt < this.deps.offlineAfterMs);
     }
-    const watch = await this.deps.kv.watch({ include: KvWatchInclude.UpdatesOnly });
-    this.stopWatch = () => watch.stop();
-    void (async () => {
-      for await (const e of watch) {
-        if (e.operation !== 'PUT') continue;
-        let hb: Heartbeat;
-        try {
-          hb = e.json<Heartbeat>();
-        } catch {
-          continue;
-        }
-        const prev = this.state.get(e.key);
-        this.state.set(e.key, { online: true, receivedAt: Date.now(), hb });
-        if (prev !== undefined && !prev.online) this.emit('agent.online', hb, Date.now());
-      }
-    })().catch((err: unknown) =>
-      this.deps.logger.warn({ err: errorMessage(err) }, 'agent presence watch ended'),
-    );
+    this.deps.board.onHeartbeat((key, a) => {
+      if (this.stopped) return;
+      const was = this.online.get(key);
+      this.online.set(key, true);
+      if (was === false) this.emit('agent.online', a.hb, Date.now());
+    });
     this.timer = setInterval(() => this.sweep(), 1_000);
     this.timer.unref();
   }
 
   private sweep(): void {
     const now = Date.now();
-    for (const s of this.state.values()) {
-      if (s.online && now - s.receivedAt >= this.deps.offlineAfterMs) {
-        s.online = false;
-        this.emit('agent.offline', s.hb, now);
+    for (const [key, a] of this.deps.board.entries()) {
+      if (this.online.get(key) === true && now - a.receivedAt >= this.deps.offlineAfterMs) {
+        this.online.set(key, false);
+        this.emit('agent.offline', a.hb, now);
       }
     }
   }
@@ -380,7 +362,7 @@ export class AgentPresence {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
-    this.stopWatch?.();
   }
 }

@@ -1,6 +1,7 @@
 /**
- * The dashboard's view of every venue's agents, kept from a watch of the GS_AGENTS bucket (one entry per
- * agent, `<venue>.<agent>`, rewritten by each heartbeat every 5 s).
+ * The hub's view of every venue's agents, kept from one watch of the GS_AGENTS bucket (one entry per
+ * agent, `<venue>.<agent>`, rewritten by each heartbeat every 5 s). It serves GET
+ * /v1/venues/{venue}/agents, the dashboard, and the webhook `agent.online` / `agent.offline` events.
  *
  * Why a watch and not a read per request: with hundreds of venues a page of the dashboard must be
  * filtered and paged without reading every key each second, and "scans in the last minutes" needs more
@@ -12,10 +13,12 @@
  *
  * Nothing here is the truth: it is rebuilt from the bucket on start, so every hub process shows the same.
  */
+import { JetStreamApiError, type JetStreamManager } from '@nats-io/jetstream';
 import { type KV, type KvEntry, KvWatchInclude } from '@nats-io/kv';
-import { errorMessage } from '../../shared/errors.ts';
-import type { Heartbeat } from '../../shared/heartbeat.ts';
-import type { Logger } from '../../shared/logger.ts';
+import { errorMessage } from '../shared/errors.ts';
+import type { Heartbeat } from '../shared/heartbeat.ts';
+import type { Logger } from '../shared/logger.ts';
+import { agentConsumerName, STREAMS } from '../shared/subjects.ts';
 
 /** Milliseconds of scan history kept per agent: the dashboard shows scans in the last 5 minutes. */
 export const SCAN_WINDOW_MS = 5 * 60_000;
@@ -57,9 +60,24 @@ export interface AgentView {
   scans_window_ms: number;
 }
 
+/** Ticket events an agent's consumer has not taken yet (its sync lag); null when it has no consumer. */
+export async function syncPending(
+  jsm: JetStreamManager,
+  venue: string,
+  agent: string,
+): Promise<number | null> {
+  try {
+    return (await jsm.consumers.info(STREAMS.tickets, agentConsumerName(venue, agent))).num_pending;
+  } catch (err: unknown) {
+    if (err instanceof JetStreamApiError) return null;
+    throw err;
+  }
+}
+
 export class AgentBoard {
   /** By KV key `<venue>.<agent>`. */
   private readonly agents = new Map<string, AgentEntry>();
+  private readonly listeners: ((key: string, entry: AgentEntry) => void)[] = [];
   private stopWatch: (() => void) | undefined;
   private version = 0;
 
@@ -114,7 +132,28 @@ export class AgentBoard {
     samples.push({ at, total: hb.checkins_total });
     // Keep one sample at or before the window's start, so the window is measured in full.
     while (samples.length > 2 && (samples[1] as Sample).at <= at - SCAN_WINDOW_MS) samples.shift();
-    this.agents.set(e.key, { venue, hb, receivedAt: at, samples, revision: e.revision });
+    const entry: AgentEntry = { venue, hb, receivedAt: at, samples, revision: e.revision };
+    this.agents.set(e.key, entry);
+    for (const listener of this.listeners) listener(e.key, entry);
+  }
+
+  /** Called for every heartbeat applied after the listener is added, with the agent's KV key. */
+  onHeartbeat(listener: (key: string, entry: AgentEntry) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Every agent by KV key, in no particular order. */
+  entries(): IterableIterator<[string, AgentEntry]> {
+    return this.agents.entries();
+  }
+
+  /** One venue's agents, sorted by agent id. */
+  venue(venue: string): AgentEntry[] {
+    const prefix = `${venue}.`;
+    return [...this.agents.entries()]
+      .filter(([key]) => key.startsWith(prefix))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, entry]) => entry);
   }
 
   /** Every venue with the keys of its agents, sorted by venue name. */
