@@ -133,7 +133,7 @@ await runBench('bench:catchup', 170_000, async (cleanup) => {
   const outbox = agent.outbox();
   if (outbox === undefined) throw new Error('the agent has no outbox publisher');
   const peerApply = meterMethod(agent.store, 'applyVenueCheckins');
-  const markSent = meterMethod(agent.store, 'markSent');
+  const markSent = meterMethod(agent.store, 'markSentThrough');
   let payload: Uint8Array | undefined;
   let subjectLength = 0;
 

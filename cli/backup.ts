@@ -61,7 +61,10 @@ function readCounts(db: Database.Database): BackupCounts {
     schemaVersion: db.pragma('user_version', { simple: true }) as number,
     tickets: count(db, 'SELECT count(*) AS n FROM tickets'),
     checkins: count(db, 'SELECT count(*) AS n FROM checkins'),
-    checkinsUnsent: count(db, 'SELECT count(*) AS n FROM checkins WHERE sent_at IS NULL'),
+    checkinsUnsent: count(
+      db,
+      'SELECT count(*) AS n FROM checkins WHERE seq > (SELECT sent_through FROM outbox_state)',
+    ),
     maxCheckinSeq: count(db, 'SELECT max(seq) AS n FROM checkins'),
     presence: count(db, 'SELECT count(*) AS n FROM presence'),
     ticketStreamSeq: count(db, "SELECT last_seq AS n FROM sync_state WHERE stream = 'GS_TICKETS'"),

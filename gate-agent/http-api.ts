@@ -21,7 +21,7 @@ import { AGENT_OPENAPI } from './openapi.ts';
 import { ScanRate } from './scan-rate.ts';
 import type { ScanService } from './scan-service.ts';
 import { registerStatusPage } from './status-page.ts';
-import type { CheckinRecord, StoredTicket } from './ticket-store.ts';
+import type { ListedCheckin, StoredTicket } from './ticket-store.ts';
 
 /** How many rejects GET /v1/status lists. */
 const RECENT_REJECTS = 10;
@@ -58,7 +58,7 @@ export interface AgentHttpOptions {
   scannerTokens: ReadonlyMap<string, string>;
   status: () => AgentStatusBase;
   /** The newest rejected check-ins, newest first (TicketStore.recentRejects); none listed when absent. */
-  recentRejects?: (limit: number) => (CheckinRecord & { holder: string | null })[];
+  recentRejects?: (limit: number) => (ListedCheckin & { holder: string | null })[];
   /** Why the agent is not ready (store closed, NATS not connected), or undefined when it is. */
   notReadyReason: () => string | undefined;
 }
@@ -69,7 +69,7 @@ declare module 'fastify' {
   }
 }
 
-function rejectView(c: CheckinRecord & { holder: string | null }): RecentReject {
+function rejectView(c: ListedCheckin & { holder: string | null }): RecentReject {
   return {
     checkin_id: c.id,
     seq: c.seq,
@@ -79,7 +79,7 @@ function rejectView(c: CheckinRecord & { holder: string | null }): RecentReject 
     holder: c.holder,
     scanner: c.scanner,
     direction: c.direction,
-    sent: c.sent_at !== null,
+    sent: c.sent,
   };
 }
 

@@ -99,9 +99,9 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     gate: config.gate,
     reentry: config.reentry,
     trustedKeys: config.trustedKeys,
-    onCommitted: (_results, size) => {
+    onCommitted: (results, size) => {
       metrics.commitGroup.observe(size);
-      outbox?.notify();
+      outbox?.offer(results.map((r) => r.record));
     },
   });
 
@@ -188,7 +188,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     sync.start();
     const js = jetstream(nc);
     outbox = new OutboxPublisher({
-      js,
+      nc,
       store,
       link,
       logger,

@@ -2,26 +2,30 @@
  * Sends the check-ins that scans committed (the outbox) to JetStream, in the order they were made.
  *
  * Up to `window` publishes are in flight at once, so a backlog of thousands drains in about the time of
- * a bare publish loop; each is acknowledged by JetStream before its row is marked sent. A check-in the
- * stream already holds (a re-send after a lost ack, a crash between ack and mark, a replay days later)
- * comes back as a duplicate ack or as error 10071 (the subject already has a message): both mean "stored",
- * so re-sending is always harmless. While NATS is unreachable the publisher pauses, and it resumes by
- * itself when the link returns, starting again from the oldest unsent row.
+ * a bare publish loop. A check-in the stream already holds (a re-send after a lost ack, a crash between
+ * ack and mark, a replay days later) comes back as a duplicate ack or as error 10071 (the subject already
+ * has a message): both mean "stored", so re-sending is always harmless. While NATS is unreachable the
+ * publisher pauses, and it resumes by itself when the link returns.
  *
- * States of a row: unsent -> in flight -> sent; a failed publish returns it to unsent.
+ * What is sent is tracked as one watermark in the store (`sent_through`): it moves over the prefix of
+ * check-ins acknowledged in order, so a failure or a crash re-sends from the first unacknowledged one and
+ * never skips any. Where to read next comes from two places: after a start, a failure or an operator's
+ * requeue, the store (from the watermark); once that read has caught up with the durable check-ins, the
+ * scan service's hand-over (`offer`), which gives every check-in in seq order as soon as its group is on
+ * disk. Reading the rows back from SQLite for each drain cost a sixth of the scan path's main thread.
  */
-import { JetStreamApiError, type JetStreamClient } from '@nats-io/jetstream';
 import { CHECKIN_SCHEMA_VERSION, type CheckinMessage } from '../shared/checkins.ts';
 import { encode } from '../shared/codec.ts';
 import { errorMessage } from '../shared/errors.ts';
+import { JsPublisher, PublishRefused } from '../shared/js-publisher.ts';
 import type { Logger } from '../shared/logger.ts';
-import type { LinkState } from '../shared/nats.ts';
+import type { LinkState, NatsConnection } from '../shared/nats.ts';
 import { Pause } from '../shared/sleep.ts';
 import { subjects } from '../shared/subjects.ts';
 import type { CheckinRecord, TicketStore } from './ticket-store.ts';
 
 export interface OutboxPublisherOptions {
-  js: JetStreamClient;
+  nc: NatsConnection;
   store: TicketStore;
   link: LinkState;
   logger: Logger;
@@ -36,6 +40,9 @@ export interface OutboxPublisherOptions {
 
 /** Milliseconds the publisher waits after a scan before draining, to gather a burst. */
 const LINGER_MS = 5;
+
+/** Check-ins the hand-over holds at most; past it (a long cut), the store is read instead. */
+const MAX_HANDED_OVER = 20_000;
 
 export function toCheckinMessage(r: CheckinRecord): CheckinMessage {
   return {
@@ -57,21 +64,19 @@ export function toCheckinMessage(r: CheckinRecord): CheckinMessage {
 }
 
 /** Publishes one check-in; resolves true when the stream already held it. */
-export async function publishCheckin(
-  js: JetStreamClient,
-  r: CheckinRecord,
-  // Milliseconds. Short, so a publish caught by a cut does not hold the replay back for long.
-  timeout = 2_000,
-): Promise<boolean> {
+export async function publishCheckin(publisher: JsPublisher, r: CheckinRecord): Promise<boolean> {
   try {
-    const ack = await js.publish(subjects.checkin(r.venue, r.agent, r.id), encode(toCheckinMessage(r)), {
-      msgID: r.id,
-      expect: { lastSubjectSequence: 0 },
-      timeout,
-    });
+    const ack = await publisher.publish(
+      subjects.checkin(r.venue, r.agent, r.id),
+      encode(toCheckinMessage(r)),
+      {
+        msgID: r.id,
+        expectLastSubjectSequence: 0,
+      },
+    );
     return ack.duplicate;
   } catch (err: unknown) {
-    if (err instanceof JetStreamApiError && err.code === 10071) return true;
+    if (err instanceof PublishRefused && err.errCode === 10071) return true;
     throw err;
   }
 }
@@ -82,6 +87,13 @@ export class OutboxPublisher {
   private lingering = false;
   private lastDrainAt = 0;
   private loop: Promise<void> | undefined;
+  private readonly publisher: JsPublisher;
+  /** The last check-in given to a publish in this run of reads (sent, or in flight). */
+  private cursor = 0;
+  /** Durable check-ins after `cursor`, in seq order, handed over by the scan service. */
+  private handedOver: CheckinRecord[] = [];
+  /** True once a read of the store reached the durable end: from then on, the hand-over is complete. */
+  private handOverComplete = false;
   sent = 0;
   duplicates = 0;
   lastError: string | undefined;
@@ -89,20 +101,35 @@ export class OutboxPublisher {
 
   constructor(private readonly opts: OutboxPublisherOptions) {
     this.window = opts.window ?? 256;
+    this.publisher = new JsPublisher(opts.nc, opts.ackTimeout ?? 2_000);
   }
 
   start(): void {
-    // Resume at once when the link returns, not at the next look (up to 250 ms later).
+    // Resume at once when the link returns, not at the next look (up to 250 ms later); when it goes,
+    // the acknowledgements in flight will not come: fail them now rather than after their timeout.
     this.opts.link.onChange((up) => {
       if (up) this.pause.interrupt();
+      else this.publisher.failAll('the link to NATS went down');
     });
     this.loop = this.run();
   }
 
-  /** Called after every committed scan group: there is something to send. */
+  /**
+   * Takes check-ins that are on disk (called after each durable scan group, in seq order) and wakes the
+   * publisher. Ignored until a read of the store has caught up: that read will find them.
+   */
+  offer(records: readonly CheckinRecord[]): void {
+    if (this.handOverComplete) {
+      for (const r of records) this.handedOver.push(r);
+      if (this.handedOver.length > MAX_HANDED_OVER) this.forgetHandOver();
+    }
+    this.notify();
+  }
+
+  /** Wakes the publisher: there is something to send. */
   notify(): void {
     // A lone scan goes out at once (cross-gate freshness); during a burst, linger a few milliseconds so
-    // the groups are sent as one drain (one read of the outbox, one sent-mark transaction).
+    // the groups are sent as one drain.
     if (this.lingering) return;
     if (performance.now() - this.lastDrainAt > LINGER_MS) {
       this.pause.interrupt();
@@ -119,6 +146,12 @@ export class OutboxPublisher {
     this.stopped = true;
     this.pause.interrupt();
     await this.loop;
+    this.publisher.close();
+  }
+
+  private forgetHandOver(): void {
+    this.handedOver = [];
+    this.handOverComplete = false;
   }
 
   private sleep(ms: number): Promise<void> {
@@ -153,17 +186,45 @@ export class OutboxPublisher {
     }
   }
 
+  /** The next check-ins to send after `cursor`, from the hand-over or the store; empty when none. */
+  private nextBatch(): readonly CheckinRecord[] {
+    if (this.handOverComplete) {
+      let skip = 0;
+      while (skip < this.handedOver.length && (this.handedOver[skip] as CheckinRecord).seq <= this.cursor)
+        skip++;
+      const batch = this.handedOver.slice(skip, skip + this.window);
+      this.handedOver = this.handedOver.slice(skip + batch.length);
+      return batch;
+    }
+    // The durable end is read before the rows: every check-in above it reaches `offer` later.
+    const durable = this.opts.durableSeq?.() ?? Number.MAX_SAFE_INTEGER;
+    const rows = this.opts.store.checkinsAfter(this.cursor, this.window, durable);
+    if (rows.length === 0 && this.opts.durableSeq !== undefined) {
+      this.handOverComplete = true;
+      this.handedOver = [];
+    }
+    return rows;
+  }
+
   /**
-   * Sends every unsent row with up to `window` publishes in flight; marks each acked row sent in small
-   * transactions. Returns how many were published. Throws on the first failed publish, after the
-   * publishes already in flight have settled (their successes are kept).
+   * Sends everything after the watermark with up to `window` publishes in flight, moving the watermark
+   * over the acknowledged prefix. Returns how many were published. Throws on the first failed publish,
+   * after the publishes already in flight have settled (the acknowledged prefix is kept).
    */
   private async drain(): Promise<number> {
-    const { store, js } = this.opts;
-    let cursor = 0;
+    const { store } = this.opts;
+    // Start from the watermark: after a failure, a crash or an operator's requeue, that is where the
+    // first unacknowledged check-in is. Anything else means the hand-over no longer lines up.
+    const through = store.sentThrough();
+    if (through !== this.cursor) {
+      this.cursor = through;
+      this.forgetHandOver();
+    }
     let failure: unknown;
-    // In-flight publishes are counted, not raced: Promise.race over the window would attach a handler
-    // to every pending publish each time one slot frees (O(window) per publish).
+    // Published seqs in order, with whether each was acknowledged; the acknowledged head moves the
+    // watermark. Counted, not raced: Promise.race over the window would cost O(window) per publish.
+    const order: { seq: number; acked: boolean }[] = [];
+    let head = 0;
     let inFlight = 0;
     let slotFreed: (() => void) | undefined;
     let allDone: (() => void) | undefined;
@@ -173,31 +234,43 @@ export class OutboxPublisher {
       slotFreed = undefined;
       if (inFlight === 0) allDone?.();
     };
-    let acked: number[] = [];
+    let newlyAcked = 0;
     let dups = 0;
     let published = 0;
+    let mark = through;
     const flushMarks = () => {
-      if (acked.length === 0) return;
-      store.markSent(acked);
-      this.sent += acked.length;
+      while (head < order.length && (order[head] as { acked: boolean }).acked) {
+        mark = (order[head] as { seq: number }).seq;
+        head++;
+      }
+      if (head > 4_096) {
+        order.splice(0, head);
+        head = 0;
+      }
+      store.markSentThrough(mark);
+      if (newlyAcked === 0) return;
+      this.sent += newlyAcked;
       this.duplicates += dups;
-      this.opts.onSent?.(acked.length, dups);
-      acked = [];
+      this.opts.onSent?.(newlyAcked, dups);
+      newlyAcked = 0;
       dups = 0;
     };
-    while (failure === undefined && !this.stopped) {
-      const rows = store.unsentCheckins(cursor, this.window, this.opts.durableSeq?.());
-      if (rows.length === 0) break;
-      for (const row of rows) {
-        cursor = row.seq;
+    while (failure === undefined && !this.stopped && this.opts.link.connected) {
+      const batch = this.nextBatch();
+      if (batch.length === 0) break;
+      for (const row of batch) {
+        this.cursor = row.seq;
+        const slot = { seq: row.seq, acked: false };
+        order.push(slot);
         inFlight++;
-        publishCheckin(js, row, this.opts.ackTimeout).then(
+        publishCheckin(this.publisher, row).then(
           (duplicate) => {
-            acked.push(row.seq);
+            slot.acked = true;
+            newlyAcked++;
             published++;
             if (duplicate) dups++;
-            // One sent-mark transaction per window's worth of acks.
-            if (acked.length >= this.window) flushMarks();
+            // One watermark write per window's worth of acks.
+            if (newlyAcked >= this.window) flushMarks();
             settled();
           },
           (err: unknown) => {
@@ -219,7 +292,12 @@ export class OutboxPublisher {
       });
     }
     flushMarks();
-    if (failure !== undefined) throw failure;
+    if (failure !== undefined) {
+      // Re-read from the watermark next time; the acknowledged ones above it are re-sent harmlessly.
+      this.cursor = store.sentThrough();
+      this.forgetHandOver();
+      throw failure;
+    }
     return published;
   }
 }

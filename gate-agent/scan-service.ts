@@ -32,6 +32,8 @@ export interface ScanResult extends DecisionOutcome {
   seq: number;
   scannedAt: number;
   ticket: StoredTicket | undefined;
+  /** The check-in as committed: what the outbox sends. */
+  record: CheckinRecord;
 }
 
 export interface ScanServiceOptions {
@@ -121,7 +123,7 @@ export class ScanService {
   private record(p: Pending): ScanResult {
     const { check, ticket } = this.checkCode(p.request.code);
     const outcome = this.decide(check, ticket, p.request.direction, p.receivedAt);
-    const rec: Omit<CheckinRecord, 'seq' | 'sent_at'> = {
+    const rec: Omit<CheckinRecord, 'seq'> = {
       id: newId(),
       agent: this.opts.agent,
       venue: this.opts.venue,
@@ -136,7 +138,7 @@ export class ScanService {
       scanned_at: p.receivedAt,
     };
     const seq = this.opts.store.recordCheckin(rec);
-    return { ...outcome, checkinId: rec.id, seq, scannedAt: p.receivedAt, ticket };
+    return { ...outcome, checkinId: rec.id, seq, scannedAt: p.receivedAt, ticket, record: { ...rec, seq } };
   }
 
   private decide(check: CodeCheck, ticket: StoredTicket | undefined, direction: Direction, now: number) {

@@ -7,7 +7,12 @@
  * point leaves the file either before or after a batch, never between. Stale revisions never overwrite
  * newer ones: the upsert only replaces a row whose rev is lower.
  *
- * Check-in states: unsent (sent_at IS NULL) -> sent (acked by JetStream). Nothing else moves them.
+ * The outbox is the check-ins table itself, read in seq order. What has been sent is one number, the
+ * `sent_through` watermark: every check-in with seq at or below it was acknowledged by JetStream. The
+ * publisher sends in seq order and moves the watermark over the acknowledged prefix only, so a crash can
+ * re-send a few check-ins acknowledged above it (harmless: the stream and the hub dedupe by id) but can
+ * never skip one. One small row per acknowledged batch replaces an UPDATE of every sent row and a partial
+ * index over the unsent ones (migration 3), which made each sent check-in cost a second write.
  */
 import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
@@ -66,7 +71,11 @@ export interface CheckinRecord {
   method: 'qr' | 'code' | 'none';
   unsynced_ticket: boolean;
   scanned_at: number;
-  sent_at: number | null;
+}
+
+/** A check-in as listed for people: with whether JetStream has acknowledged it. */
+export interface ListedCheckin extends CheckinRecord {
+  sent: boolean;
 }
 
 export interface AppliedEvent {
@@ -137,7 +146,24 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
   `,
+  // 3: the outbox's sent state becomes one watermark (see the top of this file). Rows sent before are
+  // below it; the first unsent row (if any) is just above it. sent_at stays, no longer written.
+  `
+  CREATE TABLE outbox_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sent_through INTEGER NOT NULL
+  );
+  INSERT INTO outbox_state (id, sent_through) VALUES (1, coalesce(
+    (SELECT min(seq) - 1 FROM checkins WHERE sent_at IS NULL),
+    (SELECT max(seq) FROM checkins),
+    0));
+  DROP INDEX checkins_unsent;
+  `,
 ];
+
+/** The columns of a check-in row, in CheckinRecord's shape (sent_at is a relic of schema 1 and 2). */
+const CHECKIN_COLUMNS = `seq, id, agent, venue, gate, ticket_id, direction, decision, reason, scanner, method,
+  unsynced_ticket, scanned_at`;
 
 /** 16 bytes of sha256: enough to tell tokens apart, half the space of the full digest. */
 export function qrHash(token: string): Buffer {
@@ -216,24 +242,29 @@ export class TicketStore {
                  @unsynced_ticket, @scanned_at)
          ON CONFLICT (id) DO NOTHING`,
       ),
-      unsent: this.db.prepare<[number, number, number], CheckinRow>(
-        'SELECT * FROM checkins WHERE sent_at IS NULL AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+      checkinsAfter: this.db.prepare<[number, number, number], CheckinRow>(
+        `SELECT ${CHECKIN_COLUMNS} FROM checkins WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
       ),
       maxSeq: this.db.prepare<[], { m: number | null }>('SELECT max(seq) AS m FROM checkins'),
-      markSent: this.db.prepare('UPDATE checkins SET sent_at = ? WHERE seq = ? AND sent_at IS NULL'),
-      outboxStats: this.db.prepare<[], { n: number; oldest: number | null }>(
-        // The oldest unsent row is the first by seq on the partial index: no scan of every unsent row.
-        `SELECT (SELECT count(*) FROM checkins WHERE sent_at IS NULL) AS n,
-                (SELECT scanned_at FROM checkins WHERE sent_at IS NULL ORDER BY seq LIMIT 1) AS oldest`,
+      sentThrough: this.db.prepare<[], { s: number }>('SELECT sent_through AS s FROM outbox_state'),
+      setSentThrough: this.db.prepare<[number, number]>(
+        'UPDATE outbox_state SET sent_through = ? WHERE sent_through < ?',
+      ),
+      outboxStats: this.db.prepare<[number, number], { n: number; oldest: number | null }>(
+        // Both walk the rowid from the watermark: cost follows the outbox depth, not the table size.
+        `SELECT (SELECT count(*) FROM checkins WHERE seq > ?) AS n,
+                (SELECT scanned_at FROM checkins WHERE seq > ? ORDER BY seq LIMIT 1) AS oldest`,
       ),
       recentCheckins: this.db.prepare<[number], CheckinRow>(
-        'SELECT * FROM checkins ORDER BY seq DESC LIMIT ?',
+        `SELECT ${CHECKIN_COLUMNS} FROM checkins ORDER BY seq DESC LIMIT ?`,
       ),
       countCheckins: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM checkins'),
       // Walks the rowid backwards from the newest check-in and stops after `limit` rejects; the window
       // (`seq > ?`) bounds the walk when rejects are rare, so the status page's poll stays cheap.
       recentRejects: this.db.prepare<[number, number], CheckinRow & { holder: string | null }>(
-        `SELECT c.*, t.holder AS holder FROM checkins c LEFT JOIN tickets t ON t.id = c.ticket_id
+        `SELECT c.seq, c.id, c.agent, c.venue, c.gate, c.ticket_id, c.direction, c.decision, c.reason,
+                c.scanner, c.method, c.unsynced_ticket, c.scanned_at, t.holder AS holder
+         FROM checkins c LEFT JOIN tickets t ON t.id = c.ticket_id
          WHERE c.seq > ? AND c.decision = 'reject' ORDER BY c.seq DESC LIMIT ?`,
       ),
       hasCheckin: this.db.prepare<[string], { one: number }>('SELECT 1 AS one FROM checkins WHERE id = ?'),
@@ -361,7 +392,7 @@ export class TicketStore {
   }
 
   /** Records a check-in and, for an admission, who is inside. Call inside a transaction for group commit. */
-  recordCheckin(c: Omit<CheckinRecord, 'seq' | 'sent_at'>): number {
+  recordCheckin(c: Omit<CheckinRecord, 'seq'>): number {
     const info = this.stmts.insertCheckin.run({ ...c, unsynced_ticket: c.unsynced_ticket ? 1 : 0 });
     if (info.changes > 0 && c.decision === 'admit' && c.ticket_id !== null) {
       this.stmts.upsertPresence.run({
@@ -419,17 +450,32 @@ export class TicketStore {
     return this.stmts.maxSeq.get()?.m ?? 0;
   }
 
-  /** Unsent check-ins after `afterSeq`, up to `upToSeq` (the durable ones), in order. */
-  unsentCheckins(afterSeq: number, limit: number, upToSeq = Number.MAX_SAFE_INTEGER): CheckinRecord[] {
-    return this.stmts.unsent
+  /**
+   * Check-ins after `afterSeq` up to `upToSeq` (the durable ones), in seq order: the outbox read from
+   * the watermark, or from wherever the publisher got to.
+   */
+  checkinsAfter(afterSeq: number, limit: number, upToSeq = Number.MAX_SAFE_INTEGER): CheckinRecord[] {
+    return this.stmts.checkinsAfter
       .all(afterSeq, upToSeq, limit)
       .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
   }
 
-  markSent(seqs: number[], at = Date.now()): void {
-    this.relaxed(() => {
-      for (const s of seqs) this.stmts.markSent.run(at, s);
-    });
+  private sentCache: number | undefined;
+
+  /** Every check-in with seq at or below this was acknowledged by JetStream. */
+  sentThrough(): number {
+    this.sentCache ??= this.stmts.sentThrough.get()?.s ?? 0;
+    return this.sentCache;
+  }
+
+  /**
+   * Moves the watermark up to `seq` (never down): every check-in up to it is acknowledged. Its own
+   * relaxed transaction: losing it to a crash only means a harmless re-send.
+   */
+  markSentThrough(seq: number): void {
+    if (seq <= this.sentThrough()) return;
+    this.stmts.setSentThrough.run(seq, seq);
+    this.sentCache = seq;
   }
 
   /**
@@ -437,28 +483,40 @@ export class TicketStore {
    * Harmless by design: the stream refuses the ones it holds. Returns how many rows were re-queued.
    */
   requeueAll(): number {
-    return this.db.prepare('UPDATE checkins SET sent_at = NULL WHERE sent_at IS NOT NULL').run().changes;
+    const before = this.sentThrough();
+    const n =
+      before === 0
+        ? 0
+        : (this.db
+            .prepare<[number], { n: number }>('SELECT count(*) AS n FROM checkins WHERE seq <= ?')
+            .get(before)?.n ?? 0);
+    this.db.prepare('UPDATE outbox_state SET sent_through = 0').run();
+    this.sentCache = 0;
+    return n;
   }
 
   outboxStats(): { depth: number; oldestScannedAt: number | null } {
-    const row = this.stmts.outboxStats.get();
+    const through = this.sentThrough();
+    const row = this.stmts.outboxStats.get(through, through);
     return { depth: row?.n ?? 0, oldestScannedAt: row?.oldest ?? null };
   }
 
-  recentCheckins(limit: number): CheckinRecord[] {
+  recentCheckins(limit: number): ListedCheckin[] {
+    const through = this.sentThrough();
     return this.stmts.recentCheckins
       .all(limit)
-      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
+      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1, sent: r.seq <= through }));
   }
 
   /**
    * The newest rejected scans at this gate, newest first, among the last `window` check-ins, with the
    * holder's name when the gate holds the ticket. Read-only; for the status page.
    */
-  recentRejects(limit: number, window = 10_000): (CheckinRecord & { holder: string | null })[] {
+  recentRejects(limit: number, window = 10_000): (ListedCheckin & { holder: string | null })[] {
+    const through = this.sentThrough();
     return this.stmts.recentRejects
       .all(this.maxCheckinSeq() - window, limit)
-      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
+      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1, sent: r.seq <= through }));
   }
 
   checkinCount(): number {

@@ -127,7 +127,10 @@ test('the hub lists each agent with its last heartbeat, online state and outbox 
     const r = await v.hub.api<{
       agents: { agent: string; online: boolean; outbox_depth: number; sync_pending: number | null }[];
     }>('/v1/venues/v1/agents');
-    return r.body.agents.length === 2 ? r.body.agents : undefined;
+    // An agent's first heartbeat can beat the creation of its ticket consumer (sync_pending null then).
+    return r.body.agents.length === 2 && r.body.agents.every((a) => a.sync_pending !== null)
+      ? r.body.agents
+      : undefined;
   });
   assert.deepEqual(
     agents.map((a) => [a.agent, a.online, a.outbox_depth]),

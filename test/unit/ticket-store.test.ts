@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { TicketStore } from '../../gate-agent/ticket-store.ts';
 import { EVENT_SCHEMA_VERSION, type TicketEvent } from '../../shared/events.ts';
 import { tmpDir } from '../harness/index.ts';
@@ -111,11 +112,53 @@ test('ticket store: a check-in id is recorded once, and presence follows admitte
   });
   assert.equal(store.getPresence('t')?.inside, false, "a rejected scan changes nobody's presence");
   assert.equal(store.outboxStats().depth, 3);
-  const unsent = store.unsentCheckins(0, 10);
+  const unsent = store.checkinsAfter(store.sentThrough(), 10);
   assert.deepEqual(
     unsent.map((c) => c.id),
     ['c1', 'c2', 'c3'],
   );
-  store.markSent([unsent[0]?.seq ?? 0]);
+  store.markSentThrough(unsent[0]?.seq ?? 0);
   assert.equal(store.outboxStats().depth, 2);
+  assert.equal(store.outboxStats().oldestScannedAt, 2);
+  store.markSentThrough(0);
+  assert.equal(store.sentThrough(), unsent[0]?.seq, 'the watermark never moves down');
+  assert.deepEqual(
+    store.recentCheckins(3).map((c) => [c.id, c.sent]),
+    [
+      ['c3', false],
+      ['c2', false],
+      ['c1', true],
+    ],
+  );
+  assert.equal(store.requeueAll(), 1);
+  assert.equal(store.outboxStats().depth, 3);
+});
+
+test('migration 3 puts the watermark just below the first unsent check-in of an older store', async () => {
+  const dir = await tmpDir('gs-store-mig-');
+  const path = join(dir, 'old.db');
+  // A store as schema 2 left it: made by today's code, then taken back to version 2's outbox.
+  new TicketStore(path).close();
+  const old = new Database(path);
+  old.exec(`DROP TABLE outbox_state;
+    CREATE INDEX checkins_unsent ON checkins (seq) WHERE sent_at IS NULL;
+    PRAGMA user_version = 2;`);
+  const insert = old.prepare(
+    `INSERT INTO checkins (id, agent, venue, gate, direction, decision, scanner, method, scanned_at, sent_at)
+     VALUES (?, 'a', 'v', 'g', 'in', 'admit', 's', 'qr', ?, ?)`,
+  );
+  // Sent, sent, sent, unsent, sent (acked out of order), unsent: the watermark goes below the first unsent.
+  for (let i = 1; i <= 6; i++) insert.run(`c${i}`, i, i <= 3 || i === 5 ? 100 : null);
+  old.close();
+  const store = new TicketStore(path);
+  try {
+    assert.equal(store.sentThrough(), 3);
+    assert.equal(store.outboxStats().depth, 3, 'c5 is re-sent: harmless, the stream holds it already');
+    assert.equal(store.outboxStats().oldestScannedAt, 4);
+    const indexes = store.db.prepare("SELECT name FROM sqlite_master WHERE type = 'index'").all();
+    assert.ok(!JSON.stringify(indexes).includes('checkins_unsent'));
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
