@@ -113,11 +113,21 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
   app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(AGENT_OPENAPI));
 
   app.register(async (api) => {
-    api.addHook('onRequest', async (request) => {
-      const scanner = opts.scannerTokens.get(hashToken(bearerToken(request)));
-      if (scanner === undefined)
-        throw new GatesyncError('unauthorized', 'the bearer token is not a scanner token');
+    // Callback style, not async: it runs before every scan, and an async hook costs a promise each time.
+    api.addHook('onRequest', (request, _reply, done) => {
+      let scanner: string | undefined;
+      try {
+        scanner = opts.scannerTokens.get(hashToken(bearerToken(request)));
+      } catch (err: unknown) {
+        done(err as Error);
+        return;
+      }
+      if (scanner === undefined) {
+        done(new GatesyncError('unauthorized', 'the bearer token is not a scanner token'));
+        return;
+      }
       request.scannerId = scanner;
+      done();
     });
 
     api.post<{ Body: ScanBody }>(

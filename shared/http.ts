@@ -89,9 +89,10 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
     timer.unref();
     done();
   });
-  app.addHook('onSend', async (_request, reply, payload) => {
+  // Callback style, not async: this runs on every answer, and an async hook costs a promise per request.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('connection', 'close');
-    return payload;
+    done(null, payload);
   });
 
   // JSON only: anything else is 415 rather than a string that fails validation later.
