@@ -39,6 +39,12 @@ export interface EndpointRouteDeps {
     endpoint: EndpointRecord,
     data: Record<string, unknown> | undefined,
   ): Promise<{ message_id: string }>;
+  /**
+   * Resolves once the webhook sources have caught up with every endpoint change made so far. A source
+   * starts reading (at "new") only when some endpoint wants its types, so the answer to a create, enable
+   * or update waits for it: an event published after the answer reaches the endpoint.
+   */
+  sourcesSettled(): Promise<void>;
 }
 
 /** Endpoint ids: `ep_` and a time-ordered 26-character id, so listing by id lists by age. */
@@ -227,6 +233,7 @@ export function registerEndpointRoutes(api: FastifyInstance, deps: EndpointRoute
   ): Promise<EndpointRecord> {
     const updated = await store.update(id, (current) => fn(current, new Date().toISOString()));
     if (updated === undefined) throw notFound(id);
+    await deps.sourcesSettled();
     return updated;
   }
 
@@ -259,6 +266,7 @@ export function registerEndpointRoutes(api: FastifyInstance, deps: EndpointRoute
         updated_at: now,
       };
       await store.create(record);
+      await deps.sourcesSettled();
       logger.info({ endpoint: record.id, host: hostOf(url), event_types: types }, 'webhook endpoint created');
       return reply.status(201).send({ ...publicEndpoint(record), secret: secrets.current });
     },

@@ -195,6 +195,9 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
           await dispatcher.queue(m, endpoint.id, { attempt: 1, trigger: 'test', dueAt: 0 });
           return { message_id: m.id };
         },
+        sourcesSettled: async () => {
+          await Promise.all(sources.map((s) => s.refresh()));
+        },
       });
       registerDeliveryRoutes(api, { store, queries, health });
     },
