@@ -14,12 +14,14 @@
  */
 import {
   AckPolicy,
+  type Consumer,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
 import {
   type CheckinMessage,
   type ConflictRecord,
@@ -28,34 +30,82 @@ import {
   type EntryState,
 } from '../shared/checkins.ts';
 import { decode, encode } from '../shared/codec.ts';
-import { errorMessage } from '../shared/errors.ts';
+import { errorMessage, GatesyncError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { RetryLoop } from '../shared/retry-loop.ts';
 import { STREAMS, subjects } from '../shared/subjects.ts';
+import { type PubAckReply, PubAcks, WRONG_LAST_SEQUENCE } from './pub-acks.ts';
 
 export const HUB_CHECKIN_CONSUMER = 'gs_hub_checkins';
 const NANOS_PER_MS = 1_000_000;
+/** Messages per pull; the consumer's max_ack_pending (2,000) bounds what may be out at once. */
+const FETCH_BATCH = 1_000;
+/** Most check-ins judged together: what has arrived is judged at once, up to this many. */
+const CHUNK_MAX = 256;
+/** Milliseconds a write to GS_ENTRIES or GS_CONFLICTS waits for its PubAck. */
+const PUBLISH_TIMEOUT_MS = 5_000;
 
 export type Verdict = 'first_entry' | 'reentry' | 'exit' | 'redelivery' | 'conflict' | 'no_entry_change';
 
 export interface CheckinConsumerOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
+  /**
+   * The connection the writes to GS_ENTRIES and GS_CONFLICTS go out on, with their PubAcks matched by
+   * `PubAcks`. Defaults to the connection `js` was made from.
+   */
+  nc?: NatsConnection;
   logger: Logger;
   onCheckin?: (c: CheckinMessage, verdict: Verdict) => void;
   onConflict?: (c: ConflictRecord, isNew: boolean) => void;
 }
 
-function isWrongLastSequence(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === 10071;
+/** A check-in as delivered, decoded once. */
+interface Delivery {
+  m: JsMsg;
+  c: CheckinMessage;
+}
+
+function isWrongLastSequence(r: PubAckReply): boolean {
+  return !r.ok && r.errCode === WRONG_LAST_SEQUENCE;
+}
+
+/** A refusal other than "wrong last sequence" is a failure to judge: the check-in is retried. */
+function refused(subject: string, r: PubAckReply & { ok: false }): GatesyncError {
+  return new GatesyncError('internal', `JetStream refused a write to ${subject}: ${r.description}`, {
+    details: { status: r.status, err_code: r.errCode },
+  });
+}
+
+/**
+ * The connection a nats.js JetStream client was made from. nats.js v3 keeps it as the public `nc` field
+ * of its client class, though the `JetStreamClient` interface does not name it.
+ */
+function connectionOf(js: JetStreamClient): NatsConnection {
+  const nc = (js as unknown as { nc?: NatsConnection }).nc;
+  if (nc === undefined || typeof nc.publish !== 'function' || typeof nc.subscribe !== 'function') {
+    throw new Error('CheckinConsumer needs `nc`: this JetStream client does not expose its connection');
+  }
+  return nc;
 }
 
 export class CheckinConsumer {
   private readonly loop: RetryLoop;
+  private readonly pubAcks: PubAcks;
+  /** The durable consumer's handle, kept across rounds; dropped after a failed round. */
+  private consumer: Consumer | undefined;
   processed = 0;
 
   constructor(private readonly opts: CheckinConsumerOptions) {
-    this.loop = new RetryLoop({ logger: opts.logger, what: 'check-in consumer', round: () => this.round() });
+    this.pubAcks = new PubAcks(opts.nc ?? connectionOf(opts.js), PUBLISH_TIMEOUT_MS);
+    this.loop = new RetryLoop({
+      logger: opts.logger,
+      what: 'check-in consumer',
+      round: () => this.round(),
+      onError: () => {
+        this.consumer = undefined;
+      },
+    });
   }
 
   get lastError(): string | undefined {
@@ -79,19 +129,28 @@ export class CheckinConsumer {
     this.loop.start();
   }
 
-  stop(): Promise<void> {
-    return this.loop.stop();
+  async stop(): Promise<void> {
+    await this.loop.stop();
+    this.pubAcks.close();
   }
 
-  /** One fetch, judged in chunks. */
+  /**
+   * One fetch. Whatever has arrived is judged together as one chunk (up to CHUNK_MAX): while a chunk's
+   * writes are out, the next deliveries queue up, so the chunks grow with the rate check-ins arrive at,
+   * and their writes and acks leave in few socket writes.
+   */
   private async round(): Promise<void> {
-    const consumer = await this.opts.js.consumers.get(STREAMS.checkins, HUB_CHECKIN_CONSUMER);
-    const iter = await consumer.fetch({ max_messages: 500, expires: 5_000, idle_heartbeat: 1_000 });
+    this.consumer ??= await this.opts.js.consumers.get(STREAMS.checkins, HUB_CHECKIN_CONSUMER);
+    const iter = await this.consumer.fetch({
+      max_messages: FETCH_BATCH,
+      expires: 5_000,
+      idle_heartbeat: 1_000,
+    });
     this.loop.track(iter);
     let chunk: JsMsg[] = [];
     for await (const m of iter) {
       chunk.push(m);
-      if (chunk.length >= 64 || m.info.pending === 0) {
+      if (chunk.length >= CHUNK_MAX || iter.getPending() === 0) {
         await this.processChunk(chunk);
         chunk = [];
       }
@@ -99,46 +158,51 @@ export class CheckinConsumer {
     if (chunk.length > 0) await this.processChunk(chunk);
   }
 
-  /** Check-ins of different tickets are judged in parallel; those of one ticket in stream order. */
+  /**
+   * Check-ins that change no entry state (rejects, admissions of no known ticket) are settled at once;
+   * admissions of different tickets are judged in parallel, those of one ticket in stream order.
+   */
   private async processChunk(chunk: JsMsg[]): Promise<void> {
-    const byTicket = new Map<string, JsMsg[]>();
+    const byTicket = new Map<string, Delivery[]>();
     for (const m of chunk) {
-      const key = m.subject; // fallback key for undecodable messages
-      let ticket = key;
+      let c: CheckinMessage;
       try {
-        ticket = decodeCheckin(m.data).ticket_id ?? key;
+        c = decodeCheckin(m.data);
       } catch {
-        // judged (and terminated) below
+        this.opts.logger.warn({ subject: m.subject, seq: m.seq }, 'malformed check-in terminated');
+        m.term();
+        continue;
       }
-      const list = byTicket.get(ticket) ?? [];
-      list.push(m);
-      byTicket.set(ticket, list);
+      if (c.decision !== 'admit' || c.ticket_id === null) {
+        this.settled(m, c, 'no_entry_change');
+        continue;
+      }
+      const key = `${c.venue}.${c.ticket_id}`;
+      const list = byTicket.get(key);
+      if (list === undefined) byTicket.set(key, [{ m, c }]);
+      else list.push({ m, c });
     }
-    await Promise.all(
-      [...byTicket.values()].map(async (msgs) => {
-        for (const m of msgs) await this.handle(m);
-      }),
-    );
+    if (byTicket.size === 0) return;
+    const work: Promise<void>[] = [];
+    for (const list of byTicket.values()) work.push(this.handleInOrder(list));
+    await Promise.all(work);
   }
 
-  private async handle(m: JsMsg): Promise<void> {
-    let c: CheckinMessage;
-    try {
-      c = decodeCheckin(m.data);
-    } catch {
-      this.opts.logger.warn({ subject: m.subject, seq: m.seq }, 'malformed check-in terminated');
-      m.term();
-      return;
+  private async handleInOrder(list: Delivery[]): Promise<void> {
+    for (const { m, c } of list) {
+      try {
+        this.settled(m, c, await this.judge(c));
+      } catch (err: unknown) {
+        this.opts.logger.warn({ err: errorMessage(err), checkin: c.id }, 'check-in not judged; will retry');
+        m.nak(1_000);
+      }
     }
-    try {
-      const verdict = await this.judge(c);
-      this.processed++;
-      this.opts.onCheckin?.(c, verdict);
-      m.ack();
-    } catch (err: unknown) {
-      this.opts.logger.warn({ err: errorMessage(err), checkin: c.id }, 'check-in not judged; will retry');
-      m.nak(1_000);
-    }
+  }
+
+  private settled(m: JsMsg, c: CheckinMessage, verdict: Verdict): void {
+    this.processed++;
+    this.opts.onCheckin?.(c, verdict);
+    m.ack();
   }
 
   /** Decides what an admitted check-in means for its ticket's entry state. */
@@ -154,15 +218,13 @@ export class CheckinConsumer {
       gate: c.gate,
       at: c.scanned_at,
     };
+    const data = encode(next);
     // Most entries are a ticket's first: try that write straight away (one round trip, no read). The
     // stream refuses it (10071) when the ticket has any state, and the rounds below read and decide.
     if (c.direction === 'in') {
-      try {
-        await this.opts.js.publish(subject, encode(next), { expect: { lastSubjectSequence: 0 } });
-        return 'first_entry';
-      } catch (err: unknown) {
-        if (!isWrongLastSequence(err)) throw err;
-      }
+      const r = await this.pubAcks.publish(subject, data, { expectLastSubjectSequence: 0 });
+      if (r.ok) return 'first_entry';
+      if (!isWrongLastSequence(r)) throw refused(subject, r);
     }
     // A few rounds: another hub process may change the state between our read and our write.
     for (let round = 0; round < 8; round++) {
@@ -180,14 +242,9 @@ export class CheckinConsumer {
         if (state === undefined || !state.inside) return 'no_entry_change';
         verdict = 'exit';
       }
-      try {
-        await this.opts.js.publish(subject, encode(next), {
-          expect: { lastSubjectSequence: last?.seq ?? 0 },
-        });
-        return verdict;
-      } catch (err: unknown) {
-        if (!isWrongLastSequence(err)) throw err;
-      }
+      const r = await this.pubAcks.publish(subject, data, { expectLastSubjectSequence: last?.seq ?? 0 });
+      if (r.ok) return verdict;
+      if (!isWrongLastSequence(r)) throw refused(subject, r);
     }
     throw new Error(`entry state of ${c.ticket_id} kept changing`);
   }
@@ -203,17 +260,13 @@ export class CheckinConsumer {
       second: { checkin_id: c.id, agent: c.agent, gate: c.gate, scanned_at: c.scanned_at },
       detected_at: Date.now(),
     };
-    let isNew = true;
-    try {
-      const ack = await this.opts.js.publish(subjects.conflict(c.venue, id), encode(record), {
-        msgID: id,
-        expect: { lastSubjectSequence: 0 },
-      });
-      isNew = !ack.duplicate;
-    } catch (err: unknown) {
-      if (!isWrongLastSequence(err)) throw err;
-      isNew = false;
-    }
+    const subject = subjects.conflict(c.venue, id);
+    const r = await this.pubAcks.publish(subject, encode(record), {
+      msgID: id,
+      expectLastSubjectSequence: 0,
+    });
+    if (!r.ok && !isWrongLastSequence(r)) throw refused(subject, r);
+    const isNew = r.ok && !r.duplicate;
     if (isNew) this.opts.logger.warn({ ticket: record.ticket_id, conflict: id }, 'double entry detected');
     this.opts.onConflict?.(record, isNew);
   }
