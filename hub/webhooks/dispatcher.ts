@@ -8,7 +8,6 @@
  * check-in id, the ticket revision), so even a later re-send carries the same `webhook-id`.
  */
 import { createHash } from 'node:crypto';
-import type { JetStreamClient } from '@nats-io/jetstream';
 import { GatesyncError } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -16,6 +15,7 @@ import { subjects } from '../../shared/subjects.ts';
 import type { HubMetrics } from '../metrics.ts';
 import type { EndpointStore } from './endpoints.ts';
 import type { Delivery, EndpointRecord, EventType, WebhookMessage } from './model.ts';
+import type { PubAcks } from './pub-acks.ts';
 
 /** A message id derived from what caused the event: the same cause gives the same `webhook-id`. */
 export function derivedMessageId(type: EventType, cause: string): string {
@@ -36,7 +36,8 @@ export function subscribes(e: EndpointRecord, m: WebhookMessage): boolean {
 }
 
 export interface DispatcherOptions {
-  js: JetStreamClient;
+  /** Acknowledged JetStream publishes without a nats.js request each (see pub-acks.ts). */
+  acks: PubAcks;
   store: EndpointStore;
   logger: Logger;
   metrics: HubMetrics;
@@ -87,7 +88,10 @@ export class Dispatcher {
    * Resolves once JetStream has stored all of it; returns how many deliveries were queued.
    */
   async publish(m: WebhookMessage, except?: string): Promise<number> {
-    const targets = this.opts.store.list().filter((e) => !e.disabled && e.id !== except && subscribes(e, m));
+    const targets: EndpointRecord[] = [];
+    for (const e of this.opts.store.unordered()) {
+      if (!e.disabled && e.id !== except && subscribes(e, m)) targets.push(e);
+    }
     if (targets.length === 0) return 0;
     await Promise.all([
       this.storeMessage(m),
@@ -98,7 +102,7 @@ export class Dispatcher {
   }
 
   async storeMessage(m: WebhookMessage): Promise<void> {
-    await this.opts.js.publish(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
+    await this.opts.acks.publish(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
   }
 
   /** Queues one delivery of `m` to one endpoint. */
@@ -120,6 +124,6 @@ export class Dispatcher {
       trigger: at.trigger,
     };
     const msgID = `${chain}.${at.attempt}`;
-    await this.opts.js.publish(subjects.delivery(endpointId), JSON.stringify(d), { msgID });
+    await this.opts.acks.publish(subjects.delivery(endpointId), JSON.stringify(d), { msgID });
   }
 }

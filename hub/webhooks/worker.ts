@@ -34,16 +34,42 @@ import type { Dispatcher } from './dispatcher.ts';
 import { messageBody } from './dispatcher.ts';
 import type { EndpointStore } from './endpoints.ts';
 import type { AttemptRecord, DeadLetter, Delivery, EndpointRecord } from './model.ts';
+import type { PubAcks } from './pub-acks.ts';
 import { type BreakerState, CircuitBreaker, TokenBucket } from './rate-limiter.ts';
 import { planNext } from './retry-policy.ts';
 import { activeSecrets, webhookHeaders } from './secrets.ts';
 import type { WebhookSender } from './sender.ts';
 
 const NANOS_PER_MS = 1_000_000;
+/**
+ * An attempt in flight (waiting behind its ticket's earlier message, for a token, or for the receiver)
+ * tells the server it is alive after this many milliseconds, so that it is not redelivered to another hub
+ * while ack_wait (at least 10 s) runs.
+ */
+const KEEP_ALIVE_MS = 4_000;
+/** Milliseconds between checks for attempts that need a keep-alive. */
+const KEEP_ALIVE_SWEEP_MS = 1_000;
 /** Parked retries plus attempts in flight, per endpoint. Beyond it, new messages wait in the stream. */
 const MAX_ACK_PENDING = 10_000;
 /** Recent attempts kept in memory per endpoint for the dashboard's success rate and latency. */
 const STATS_WINDOW = 500;
+
+/**
+ * Acks and attempt-log lines of every attempt that finishes in one turn of the event loop, published
+ * together. nats.js writes its buffer to the socket once per run of microtasks, and each attempt finishes
+ * on a socket read of its own, so an ack and a log line published at once cost a write system call per
+ * attempt (a fifth of the hub's busy time in a profile of bench:webhooks). Deferred to setImmediate, those
+ * of all the attempts whose responses were read in the same poll phase leave in one write. A deferred ack
+ * is still sent before its attempt's log line, and no later than the next turn.
+ */
+const nextTurn: (() => void)[] = [];
+function inNextTurn(fn: () => void): void {
+  if (nextTurn.length === 0) setImmediate(runNextTurn);
+  nextTurn.push(fn);
+}
+function runNextTurn(): void {
+  for (const fn of nextTurn.splice(0)) fn();
+}
 
 export function endpointConsumerName(endpointId: string): string {
   return `gs_wh_${endpointId}`;
@@ -68,6 +94,7 @@ export interface WorkerDeps {
   nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
+  acks: PubAcks;
   store: EndpointStore;
   dispatcher: Dispatcher;
   sender: WebhookSender;
@@ -100,6 +127,9 @@ export class EndpointWorker {
   private lastAttemptAt: string | null = null;
   private readonly running = new Set<Promise<void>>();
   private consumer: Consumer | undefined;
+  /** Messages taken and not yet settled, with when they last told the server they are alive. */
+  private readonly taken = new Map<JsMsg, number>();
+  private keepAlive: NodeJS.Timeout | undefined;
 
   constructor(
     readonly endpointId: string,
@@ -127,6 +157,9 @@ export class EndpointWorker {
 
   async start(): Promise<void> {
     await ensureEndpointConsumer(this.deps.jsm, this.endpointId, this.deps.sender.attemptDeadlineMs);
+    // One timer for the worker, not one per message.
+    this.keepAlive = setInterval(() => this.keepTakenAlive(), KEEP_ALIVE_SWEEP_MS);
+    this.keepAlive.unref();
     this.loop.start();
   }
 
@@ -135,6 +168,19 @@ export class EndpointWorker {
     for (const w of this.slotWaiters.splice(0)) w();
     await this.loop.stop();
     await Promise.allSettled([...this.running]);
+    if (this.keepAlive !== undefined) clearInterval(this.keepAlive);
+    this.keepAlive = undefined;
+    // The last acks and log lines deferred to the next turn go out before the worker counts as stopped.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
+  private keepTakenAlive(): void {
+    const now = Date.now();
+    for (const [m, since] of this.taken) {
+      if (now - since < KEEP_ALIVE_MS) continue;
+      m.working();
+      this.taken.set(m, now);
+    }
   }
 
   health(): EndpointHealth {
@@ -230,10 +276,10 @@ export class EndpointWorker {
     this.deps.metrics.webhookInFlight.inc();
     const key = d.message.order_key;
     const previous = key === null ? undefined : this.orderTails.get(key);
+    // Waiting behind an earlier message of the same ticket, or for a token, must not let the server
+    // think this hub died and hand the message to another: keepTakenAlive() covers it.
+    this.taken.set(m, Date.now());
     const done = (async (): Promise<AttemptRecord | undefined> => {
-      // Waiting behind an earlier message of the same ticket, or for a token, must not let the server
-      // think this hub died and hand the message to another.
-      const keepAlive = setInterval(() => m.working(), 5_000);
       try {
         if (previous !== undefined) await previous;
         return await this.deliver(m, d);
@@ -242,7 +288,7 @@ export class EndpointWorker {
         m.nak(1_000);
         return undefined;
       } finally {
-        clearInterval(keepAlive);
+        this.taken.delete(m);
         this.releaseSlot();
       }
     })();
@@ -265,6 +311,10 @@ export class EndpointWorker {
    * a request per attempt was a quarter of the hub's JetStream round trips per delivery.
    */
   private log(attempt: AttemptRecord): void {
+    inNextTurn(() => this.publishLog(attempt));
+  }
+
+  private publishLog(attempt: AttemptRecord): void {
     try {
       this.deps.nc.publish(subjects.attempt(this.endpointId, attempt.message_id), JSON.stringify(attempt));
     } catch (err: unknown) {
@@ -321,7 +371,7 @@ export class EndpointWorker {
     switch (plan.action) {
       case 'delivered':
         this.breaker.recordSuccess(done);
-        m.ack();
+        inNextTurn(() => m.ack());
         this.deps.metrics.webhookEndToEnd.observe((done - Date.parse(d.message.timestamp)) / 1000);
         if (endpoint.failing_since !== null) await this.bestEffort(() => this.markHealthy());
         break;
@@ -420,7 +470,7 @@ export class EndpointWorker {
       reason,
       dead_at: new Date().toISOString(),
     };
-    await this.deps.js.publish(subjects.deadLetter(this.endpointId, d.message.id), JSON.stringify(dl));
+    await this.deps.acks.publish(subjects.deadLetter(this.endpointId, d.message.id), JSON.stringify(dl));
     this.deps.metrics.webhookDeadLetters.inc();
     this.deps.onExhausted(dl);
   }
