@@ -162,3 +162,71 @@ test('migration 3 puts the watermark just below the first unsent check-in of an 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('recent rejects: newest first, kept as scans commit, a rolled-back group lists nothing', async () => {
+  const dir = await tmpDir('gs-store-rej-');
+  const store = new TicketStore(join(dir, 'agent.db'));
+  try {
+    store.applyTicketEvents('GS_TICKETS', [{ seq: 1, event: ev('t1', 1) }], 1);
+    const base = {
+      agent: 'a',
+      venue: 'v1',
+      gate: 'g',
+      direction: 'in' as const,
+      scanner: 's',
+      method: 'qr' as const,
+      unsynced_ticket: false,
+    };
+    const reject = (id: string, at: number, ticket: string | null) =>
+      store.recordCheckin({
+        ...base,
+        id,
+        ticket_id: ticket,
+        decision: 'reject',
+        reason: 'already_used',
+        scanned_at: at,
+      });
+    reject('r1', 1, 't1');
+    assert.deepEqual(
+      store.recentRejects(10).map((r) => [r.id, r.holder]),
+      [['r1', 'h1']],
+      'first read loads from the table',
+    );
+    store.transaction(() => {
+      reject('r2', 2, null);
+      store.recordCheckin({
+        ...base,
+        id: 'a1',
+        ticket_id: 't1',
+        decision: 'admit',
+        reason: null,
+        scanned_at: 3,
+      });
+    });
+    assert.throws(() =>
+      store.transaction(() => {
+        reject('r3', 4, 't1');
+        throw new Error('the group failed');
+      }),
+    );
+    reject('r4', 5, 'unknown-ticket');
+    assert.deepEqual(
+      store.recentRejects(10).map((r) => [r.id, r.holder, r.sent]),
+      [
+        ['r4', null, false],
+        ['r2', null, false],
+        ['r1', 'h1', false],
+      ],
+    );
+    store.markSentThrough(store.maxCheckinSeq());
+    assert.equal(store.recentRejects(1)[0]?.sent, true);
+    assert.deepEqual(
+      store.recentRejects(50).map((r) => r.id),
+      ['r4', 'r2', 'r1'],
+      'a longer list comes from the table, and agrees',
+    );
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
