@@ -32,6 +32,7 @@
  * Environment (optional): BENCH_MESSAGES (5000), BENCH_CONCURRENCY (16, the endpoint's max_concurrency
  * and the bare loop's), BENCH_LOG_LEVEL (the hub child's, default info).
  */
+import { readFileSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { derivedMessageId } from '../hub/webhooks/dispatcher.ts';
 import type { Delivery, WebhookMessage } from '../hub/webhooks/model.ts';
@@ -75,6 +76,20 @@ const TARGET_RATIO = 0.5;
 
 /** Milliseconds between samples of the hub's in-flight gauge during the hub run. */
 const IN_FLIGHT_SAMPLE_MS = 100;
+
+/**
+ * Read and write system calls a process has made so far (/proc/<pid>/io; socket sends and receives
+ * included), or NaN where /proc does not say. Each nats.js flush and each undici request is a write.
+ */
+function syscalls(pid: number): { reads: number; writes: number } {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (name: string) => Number(/^(\w+): (\d+)$/m.exec(io.slice(io.indexOf(`${name}:`)))?.[2]);
+    return { reads: field('syscr'), writes: field('syscw') };
+  } catch {
+    return { reads: Number.NaN, writes: Number.NaN };
+  }
+}
 
 /** One value of an unlabelled gauge from the hub's /metrics. */
 async function hubGauge(hub: HubProcess, name: string): Promise<number | undefined> {
@@ -189,6 +204,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     })();
     const hubCpu0 = processCpuMs(rig.hub.pid) ?? Number.NaN;
     const natsCpu0 = processCpuMs(rig.nats.pid) ?? Number.NaN;
+    const hubIo0 = syscalls(rig.hub.pid);
     const started = performance.now();
     await publishWindowed(rig.js, checkins, PUBLISH_WINDOW);
     const published = performance.now();
@@ -212,6 +228,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     const first = Math.min(...arrivals);
     const hubCpu = (processCpuMs(rig.hub.pid) ?? Number.NaN) - hubCpu0;
     const natsCpu = (processCpuMs(rig.nats.pid) ?? Number.NaN) - natsCpu0;
+    const hubIo = syscalls(rig.hub.pid);
     sampling = false;
     await sampler;
     const api = taps.stop();
@@ -236,6 +253,8 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
       badSignatures: receiver.badSignatures,
       hubCpuMs: hubCpu,
       natsCpuMs: natsCpu,
+      hubWrites: hubIo.writes - hubIo0.writes,
+      hubReads: hubIo.reads - hubIo0.reads,
       api,
       meanInFlight:
         inFlight.length === 0 ? Number.NaN : inFlight.reduce((a, b) => a + b, 0) / inFlight.length,
@@ -327,6 +346,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     const taps = tapJetStreamApi(rig.nc);
     const hubCpu0 = processCpuMs(rig.hub.pid) ?? Number.NaN;
     const natsCpu0 = processCpuMs(rig.nats.pid) ?? Number.NaN;
+    const hubIo0 = syscalls(rig.hub.pid);
     const started = performance.now();
     await enableEndpoint(rig.hub, endpoint.id);
     const enabledMs = performance.now() - started;
@@ -350,6 +370,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     const first = Math.min(...arrivals);
     const hubCpu = (processCpuMs(rig.hub.pid) ?? Number.NaN) - hubCpu0;
     const natsCpu = (processCpuMs(rig.nats.pid) ?? Number.NaN) - natsCpu0;
+    const hubIo = syscalls(rig.hub.pid);
     const api = taps.stop();
     await sleep(GRACE_MS);
     let lost = 0;
@@ -369,6 +390,8 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
       badSignatures: receiver.badSignatures,
       hubCpuMs: hubCpu,
       natsCpuMs: natsCpu,
+      hubWrites: hubIo.writes - hubIo0.writes,
+      hubReads: hubIo.reads - hubIo0.reads,
       api,
     };
   };
@@ -430,6 +453,10 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
       `mean attempts in flight ${fmt(hub.meanInFlight, 1)} of ${concurrency} allowed`,
   );
   console.log(
+    `hub process, per delivery: ${per(hub.hubWrites)} write and ${per(hub.hubReads)} read system calls end to end; ` +
+      `${per(only.hubWrites)} and ${per(only.hubReads)} delivery only`,
+  );
+  console.log(
     `receiver: ${hub.requests} requests, ${hub.verified} signatures verified, ${hub.badSignatures} bad; ` +
       `lost ${hub.lost}, duplicates ${hub.duplicates}, foreign ${hub.foreign}`,
   );
@@ -477,6 +504,10 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     delivery_only_hub_cpu_us_per_msg: round((only.hubCpuMs / n) * 1000, 0),
     delivery_only_nats_cpu_us_per_msg: round((only.natsCpuMs / n) * 1000, 0),
     delivery_only_pulls_per_msg: round(only.api.pulls / n, 2),
+    hub_writes_per_msg: round(hub.hubWrites / n, 2),
+    hub_reads_per_msg: round(hub.hubReads / n, 2),
+    delivery_only_hub_writes_per_msg: round(only.hubWrites / n, 2),
+    delivery_only_hub_reads_per_msg: round(only.hubReads / n, 2),
     delivery_only_lost: only.lost,
     delivery_only_duplicates: only.duplicates,
     delivery_only_foreign: only.foreign,
