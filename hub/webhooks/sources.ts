@@ -178,22 +178,29 @@ export class StreamSource {
       list.push({ m, msg });
       groups.set(key, list);
     }
+    // Acked together once the whole chunk is queued: one socket write for the chunk's acks instead of one
+    // per arriving batch of PubAcks. A crash before the acks re-queues the chunk under the same
+    // Nats-Msg-Ids, which GS_WEBHOOKS drops as duplicates.
+    const done: JsMsg[] = [];
     await Promise.all(
       [...groups.values()].map(async (list) => {
-        for (const { m, msg } of list) {
+        for (const [i, { m, msg }] of list.entries()) {
           try {
             if (msg !== null) await this.deps.dispatcher.publish(msg);
-            m.ack();
+            done.push(m);
           } catch (err: unknown) {
             this.deps.logger.warn(
               { err: errorMessage(err), seq: m.seq },
               'webhook fan-out failed; will retry',
             );
-            m.nak(1_000);
+            // This ticket's later events wait for it: queued now, they would overtake it.
+            for (const later of list.slice(i)) later.m.nak(1_000);
+            return;
           }
         }
       }),
     );
+    for (const m of done) m.ack();
   }
 }
 

@@ -214,7 +214,7 @@ export class EndpointWorker {
   }
 
   /**
-   * One consume() of the endpoint's queue, kept topped up by the client (about one pull per `concurrency`
+   * One consume() of the endpoint's queue, kept topped up by the client (one pull per `concurrency`
    * messages, not one per free slot). A message is taken only when a slot is free and the breaker lets
    * sends go; while it waits the buffer stays full, so nothing more is pulled.
    */
@@ -224,8 +224,13 @@ export class EndpointWorker {
       STREAMS.webhooks,
       endpointConsumerName(this.endpointId),
     );
+    // Up to two slots' worth buffered, refilled a slot's worth at a time: one pull request per
+    // `concurrency` messages (one per `concurrency / 4` with the client's default threshold). A buffered
+    // message waits for at most two rounds of the slots, inside ack_wait (2 attempt deadlines + 5 s).
+    const c = this.concurrency;
     const iter = await this.consumer.consume({
-      max_messages: Math.max(2, this.concurrency),
+      max_messages: Math.max(2, 2 * c),
+      threshold_messages: Math.max(1, c),
       expires: 5_000,
       idle_heartbeat: 1_000,
     });
