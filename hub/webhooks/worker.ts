@@ -321,7 +321,10 @@ export class EndpointWorker {
 
   private publishLog(attempt: AttemptRecord): void {
     try {
-      this.deps.nc.publish(subjects.attempt(this.endpointId, attempt.message_id), JSON.stringify(attempt));
+      this.deps.nc.publish(
+        subjects.attempt(this.endpointId, attempt.message_id),
+        Buffer.from(JSON.stringify(attempt)),
+      );
     } catch (err: unknown) {
       this.deps.logger.warn(
         { err: errorMessage(err), message: attempt.message_id },
