@@ -6,7 +6,11 @@
  * Set-up: our own nats-server, the hub as a child process (GATESYNC_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8), a
  * node:http receiver in this process that answers 200 at once and verifies every signature, and one
  * endpoint subscribed to `checkin.created` with max_concurrency C. A `webhook.test` delivery shows the
- * endpoint's worker is running; 200 check-ins then warm the path up and give a real body as the baseline's.
+ * endpoint's worker is running; W check-ins (BENCH_WARMUP, 3,000) then warm the path up and give a real body
+ * as the baseline's, and the bare loop is warmed with as many POSTs before it is measured. Both sides are
+ * measured warm: with 200 warm-up check-ins, the first few thousand messages of the hub run paid for V8
+ * compiling the ingestion path (the hub's CPU per check-in on the source side fell from 350 us in a first
+ * batch of 3,000 to 110-123 us in the next two, measured), and the first bare loop was the slower one.
  *
  * Hub run: N admissions of N different tickets are published straight to GS_CHECKINS from this process,
  * as gate agents publish them (msgpack, Nats-Msg-Id = check-in id, up to 256 in flight). The hub's webhook
@@ -30,7 +34,8 @@
  * after the hub run; the mean is the baseline.
  *
  * Environment (optional): BENCH_MESSAGES (5000), BENCH_CONCURRENCY (16, the endpoint's max_concurrency
- * and the bare loop's), BENCH_LOG_LEVEL (the hub child's, default info).
+ * and the bare loop's), BENCH_WARMUP (3000: check-ins through the hub, and POSTs of the bare loop, before
+ * anything is measured), BENCH_LOG_LEVEL (the hub child's, default info).
  */
 import { readFileSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -65,7 +70,6 @@ import {
 
 const VENUE = 'bench';
 const AGENT = 'gate1';
-const WARMUP = 200;
 /** Check-in publishes in flight, as the agent's outbox publisher window. */
 const PUBLISH_WINDOW = 256;
 /** Milliseconds the run waits after the last expected arrival for late duplicates. */
@@ -157,6 +161,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
   const m = machine();
   printMachine(m);
   const n = envInt('BENCH_MESSAGES', 5_000);
+  const warmup = envInt('BENCH_WARMUP', 3_000);
   const concurrency = envInt('BENCH_CONCURRENCY', 16);
   if (concurrency > 100) throw new Error('BENCH_CONCURRENCY is an endpoint max_concurrency: 1 to 100');
 
@@ -261,10 +266,10 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     };
   };
 
-  const warm = await hubRun(WARMUP, 'warm-up');
-  if (warm.lost > 0) throw new Error(`warm-up: ${warm.lost} of ${WARMUP} messages never arrived`);
+  const warm = await hubRun(warmup, 'warm-up');
+  if (warm.lost > 0) throw new Error(`warm-up: ${warm.lost} of ${warmup} messages never arrived`);
   progress(
-    `warm-up: ${WARMUP} messages in ${fmt(warm.totalMs, 0)} ms; body ${Buffer.byteLength(sampleBody)} B`,
+    `warm-up: ${warmup} messages in ${fmt(warm.totalMs, 0)} ms, hub CPU ${fmt((warm.hubCpuMs / warmup) * 1000, 0)} us per message; body ${Buffer.byteLength(sampleBody)} B`,
   );
 
   const bareRun = async (label: string, count = n): Promise<BareResult> => {
@@ -293,7 +298,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     return result;
   };
 
-  await bareRun('warm-up', Math.min(n, 1_000));
+  await bareRun('warm-up', warmup);
   const bare1 = await bareRun('before');
   const hub = await hubRun(n, 'hub');
   progress(
@@ -477,6 +482,8 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     node: m.node,
     load_1m_at_start: m.load1,
     messages: n,
+    warmup_messages: warmup,
+    warmup_hub_cpu_us_per_msg: round((warm.hubCpuMs / warmup) * 1000, 0),
     concurrency,
     body_bytes: Buffer.byteLength(sampleBody),
     hub_per_s: round(hub.perS, 0),
