@@ -34,7 +34,7 @@ import { errorMessage, GatesyncError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
 import { RetryLoop } from '../shared/retry-loop.ts';
 import { STREAMS, subjects } from '../shared/subjects.ts';
-import { type PubAckReply, PubAcks, WRONG_LAST_SEQUENCE } from './pub-acks.ts';
+import { type PubAckReply, PubAcks, type StoredMessage, WRONG_LAST_SEQUENCE } from './pub-acks.ts';
 
 export const HUB_CHECKIN_CONSUMER = 'gs_hub_checkins';
 const NANOS_PER_MS = 1_000_000;
@@ -94,6 +94,8 @@ export class CheckinConsumer {
   private readonly pubAcks: PubAcks;
   /** The durable consumer's handle, kept across rounds; dropped after a failed round. */
   private consumer: Consumer | undefined;
+  /** Whether GS_ENTRIES serves direct gets; undefined until the first read looks. */
+  private directGet: boolean | undefined;
   processed = 0;
 
   constructor(private readonly opts: CheckinConsumerOptions) {
@@ -228,7 +230,7 @@ export class CheckinConsumer {
     }
     // A few rounds: another hub process may change the state between our read and our write.
     for (let round = 0; round < 8; round++) {
-      const last = await this.opts.jsm.streams.getMessage(STREAMS.entries, { last_by_subj: subject });
+      const last = await this.readEntry(subject);
       const state = last === null ? undefined : (decode(last.data) as EntryState);
       if (state?.checkin_id === c.id) return 'redelivery';
       let verdict: Verdict;
@@ -247,6 +249,22 @@ export class CheckinConsumer {
       if (!isWrongLastSequence(r)) throw refused(subject, r);
     }
     throw new Error(`entry state of ${c.ticket_id} kept changing`);
+  }
+
+  /**
+   * The ticket's entry state as stored: by a direct get through PubAcks when GS_ENTRIES allows them
+   * (ensureStreams sets `allow_direct`), else through the STREAM.MSG.GET API. A direct get to a stream
+   * without `allow_direct` is not refused but left unanswered, hence the look at the stream's config,
+   * once.
+   */
+  private async readEntry(subject: string): Promise<StoredMessage | null> {
+    if (this.directGet === undefined) {
+      const info = await this.opts.jsm.streams.info(STREAMS.entries);
+      this.directGet = info.config.allow_direct === true;
+    }
+    if (this.directGet) return this.pubAcks.lastBySubject(STREAMS.entries, subject);
+    const m = await this.opts.jsm.streams.getMessage(STREAMS.entries, { last_by_subj: subject });
+    return m === null ? null : { seq: m.seq, data: m.data };
   }
 
   private async recordConflict(c: CheckinMessage, first: EntryState): Promise<void> {

@@ -22,6 +22,9 @@
  * connection or this publisher closed. Nothing is retried here. An answer that arrives after its publish
  * timed out is dropped; the message may be stored all the same, so every publish whose retry matters is
  * written with an expected sequence or a Nats-Msg-Id that makes the retry harmless.
+ *
+ * The same inbox answers the judge's reads: `lastBySubject` is a JetStream direct get (a plain message to
+ * `$JS.API.DIRECT.GET.<stream>`, answered with the stored message itself), matched the same way.
  */
 import {
   createInbox,
@@ -46,11 +49,18 @@ export interface PubAckOptions {
   expectLastSubjectSequence?: number;
 }
 
+/** A message read back from a stream. */
+export interface StoredMessage {
+  seq: number;
+  data: Uint8Array;
+}
+
 /** JetStream's error code for a refused expected-sequence write. */
 export const WRONG_LAST_SEQUENCE = 10071;
 
 interface Waiting {
-  resolve(reply: PubAckReply): void;
+  /** Settles the caller's promise from the answer. */
+  answer(msg: Msg): void;
   reject(err: Error): void;
   /** Date.now() milliseconds after which the publish counts as unanswered. */
   deadline: number;
@@ -66,10 +76,22 @@ interface AnswerBody {
 
 const DEFAULT_TIMEOUT_MS = 5_000;
 const NO_RESPONDERS = 503;
+const NOT_FOUND = 404;
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 function unanswered(message: string, subject: string): GatesyncError {
   return new GatesyncError('nats_unavailable', message, { details: { subject } });
+}
+
+/** An answer with no body is a status message: 503 when no stream listens on the subject. */
+function statusError(msg: Msg, subject: string): GatesyncError {
+  const status = msg.headers?.code ?? 0;
+  const what =
+    status === NO_RESPONDERS
+      ? 'no JetStream stream answered for this subject (503 no responders)'
+      : `JetStream answered with status ${status} ${msg.headers?.description ?? ''}`.trim();
+  return new GatesyncError('nats_unavailable', what, { details: { subject, status } });
 }
 
 /** Reads a PubAck or an API error; anything else is undefined. */
@@ -132,20 +154,68 @@ export class PubAcks {
         h.set('Nats-Expected-Last-Subject-Sequence', String(opts.expectLastSubjectSequence));
       }
     }
-    const reply = `${this.inbox}.${token}`;
     return new Promise<PubAckReply>((resolve, reject) => {
-      try {
-        this.nc.publish(subject, data, h === undefined ? { reply } : { reply, headers: h });
-      } catch (err: unknown) {
-        reject(err instanceof Error ? err : unanswered(String(err), subject));
-        return;
-      }
-      this.waiting.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs, subject });
-      if (this.sweeper === undefined) {
-        this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, this.timeoutMs / 4)));
-        this.sweeper.unref();
-      }
+      const answer = (msg: Msg) => {
+        if (msg.data.length === 0) {
+          reject(statusError(msg, subject));
+          return;
+        }
+        const reply = parsePubAck(msg.data);
+        if (reply === undefined) reject(unanswered('the answer was not a PubAck', subject));
+        else resolve(reply);
+      };
+      this.send(token, subject, data, h, { answer, reject, deadline: 0, subject });
     });
+  }
+
+  /**
+   * The last message on `subject` in `stream`, by a direct get (`$JS.API.DIRECT.GET.<stream>`, which
+   * needs `allow_direct` on the stream), answered on the same inbox: the message's own bytes and its
+   * sequence in a header, with no JSON or base64 around them as the STREAM.MSG.GET API has. Resolves
+   * null when the subject holds no message.
+   */
+  lastBySubject(stream: string, subject: string): Promise<StoredMessage | null> {
+    if (this.closed) return Promise.reject(unanswered('the publisher is closed', subject));
+    if (this.sub === undefined) this.listen();
+    const token = (this.counter++).toString(36);
+    const request = encoder.encode(JSON.stringify({ last_by_subj: subject }));
+    return new Promise<StoredMessage | null>((resolve, reject) => {
+      const answer = (msg: Msg) => {
+        const h = msg.headers;
+        if (h !== undefined && h.code === NOT_FOUND) {
+          resolve(null);
+          return;
+        }
+        const seq = Number(h?.get('Nats-Sequence'));
+        if (h === undefined || (h.code !== 0 && h.code !== 200) || !Number.isSafeInteger(seq) || seq < 1) {
+          reject(statusError(msg, subject));
+          return;
+        }
+        resolve({ seq, data: msg.data });
+      };
+      this.send(token, `$JS.API.DIRECT.GET.${stream}`, request, undefined, {
+        answer,
+        reject,
+        deadline: 0,
+        subject,
+      });
+    });
+  }
+
+  private send(token: string, subject: string, data: Uint8Array, h: MsgHdrs | undefined, w: Waiting): void {
+    const reply = `${this.inbox}.${token}`;
+    try {
+      this.nc.publish(subject, data, h === undefined ? { reply } : { reply, headers: h });
+    } catch (err: unknown) {
+      w.reject(err instanceof Error ? err : unanswered(String(err), w.subject));
+      return;
+    }
+    w.deadline = Date.now() + this.timeoutMs;
+    this.waiting.set(token, w);
+    if (this.sweeper === undefined) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1_000, this.timeoutMs / 4)));
+      this.sweeper.unref();
+    }
   }
 
   /** Fails every outstanding publish and stops listening. */
@@ -182,22 +252,7 @@ export class PubAcks {
     const w = this.waiting.get(token);
     if (w === undefined) return; // timed out already: its caller has moved on
     this.waiting.delete(token);
-    if (msg.data.length === 0) {
-      // An empty answer is a status message: 503 when no stream listens on the subject.
-      const status = msg.headers?.code ?? 0;
-      w.reject(
-        unanswered(
-          status === NO_RESPONDERS
-            ? 'no JetStream stream answered for this subject (503 no responders)'
-            : `JetStream answered with status ${status} and no body`,
-          w.subject,
-        ),
-      );
-      return;
-    }
-    const reply = parsePubAck(msg.data);
-    if (reply === undefined) w.reject(unanswered('the answer was not a PubAck', w.subject));
-    else w.resolve(reply);
+    w.answer(msg);
   }
 
   private sweep(): void {

@@ -137,6 +137,33 @@ test('PubAcks: no stream on the subject (503) and no answer in time both reject 
   await assert.rejects(pub.publish(subjects.entry(VENUE, 'T9'), encode(1)), /closed/);
 });
 
+test('PubAcks.lastBySubject reads the last message of a subject by a direct get, or null when there is none', async (t) => {
+  const env = await setUp(t);
+  const pub = new PubAcks(env.nc);
+  t.after(() => pub.close());
+  const subject = subjects.entry(VENUE, 'T1');
+  assert.equal(await pub.lastBySubject(STREAMS.entries, subject), null);
+  await pub.publish(subject, encode({ n: 1 }));
+  const second = await pub.publish(subject, encode({ n: 2 }));
+  assert.ok(second.ok);
+  const last = await pub.lastBySubject(STREAMS.entries, subject);
+  assert.equal(last?.seq, second.seq);
+  assert.deepEqual(decode(last?.data ?? new Uint8Array()), { n: 2 });
+});
+
+test('the judge reads entry state through the API when GS_ENTRIES serves no direct gets', async (t) => {
+  const env = await setUp(t);
+  const info = await env.jsm.streams.info(STREAMS.entries);
+  await env.jsm.streams.update(STREAMS.entries, { ...info.config, allow_direct: false });
+  const { consumer } = startConsumer(t, env);
+  const a = checkin('north', 'T1');
+  assert.equal(await consumer.judge(a), 'first_entry');
+  assert.equal(await consumer.judge(checkin('north', 'T1', { direction: 'out' })), 'exit');
+  assert.equal(await consumer.judge(checkin('south', 'T1')), 'reentry');
+  assert.equal(await consumer.judge(checkin('north', 'T1')), 'conflict');
+  assert.equal((await conflictsOf(env)).length, 1);
+});
+
 test('the consumer records each first entry once, settles rejects with no entry, and judges exits and re-entries', async (t) => {
   const env = await setUp(t);
   const { consumer, verdicts } = startConsumer(t, env);
