@@ -186,19 +186,26 @@ export class CheckinConsumer {
     }
     if (byTicket.size === 0) return;
     const work: Promise<void>[] = [];
-    for (const list of byTicket.values()) work.push(this.handleInOrder(list));
+    for (const list of byTicket.values()) {
+      const only = list.length === 1 ? list[0] : undefined;
+      work.push(only === undefined ? this.handleInOrder(list) : this.handle(only));
+    }
     await Promise.all(work);
   }
 
   private async handleInOrder(list: Delivery[]): Promise<void> {
-    for (const { m, c } of list) {
-      try {
-        this.settled(m, c, await this.judge(c));
-      } catch (err: unknown) {
-        this.opts.logger.warn({ err: errorMessage(err), checkin: c.id }, 'check-in not judged; will retry');
-        m.nak(1_000);
-      }
-    }
+    for (const d of list) await this.handle(d);
+  }
+
+  /** Never rejects: a check-in that could not be judged is nak'd, to be redelivered a second later. */
+  private handle(d: Delivery): Promise<void> {
+    return this.judge(d.c).then(
+      (verdict) => this.settled(d.m, d.c, verdict),
+      (err: unknown) => {
+        this.opts.logger.warn({ err: errorMessage(err), checkin: d.c.id }, 'check-in not judged; will retry');
+        d.m.nak(1_000);
+      },
+    );
   }
 
   private settled(m: JsMsg, c: CheckinMessage, verdict: Verdict): void {

@@ -58,14 +58,16 @@ export interface StoredMessage {
 /** JetStream's error code for a refused expected-sequence write. */
 export const WRONG_LAST_SEQUENCE = 10071;
 
-interface Waiting {
-  /** Settles the caller's promise from the answer. */
-  answer(msg: Msg): void;
+/** A request waiting for its answer: a publish (PubAck or refusal) or a direct get (a message). */
+type Waiting = (
+  | { kind: 'ack'; resolve(value: PubAckReply): void }
+  | { kind: 'get'; resolve(value: StoredMessage | null): void }
+) & {
   reject(err: Error): void;
-  /** Date.now() milliseconds after which the publish counts as unanswered. */
+  /** Date.now() milliseconds after which the request counts as unanswered. */
   deadline: number;
   subject: string;
-}
+};
 
 interface AnswerBody {
   stream?: unknown;
@@ -92,6 +94,23 @@ function statusError(msg: Msg, subject: string): GatesyncError {
       ? 'no JetStream stream answered for this subject (503 no responders)'
       : `JetStream answered with status ${status} ${msg.headers?.description ?? ''}`.trim();
   return new GatesyncError('nats_unavailable', what, { details: { subject, status } });
+}
+
+/** A publish's answer: the PubAck or refusal, or why there is none. */
+function ackOf(msg: Msg, subject: string): PubAckReply | Error {
+  if (msg.data.length === 0) return statusError(msg, subject);
+  return parsePubAck(msg.data) ?? unanswered('the answer was not a PubAck', subject);
+}
+
+/** A direct get's answer: the message with its sequence, null for 404 (no message), or an error. */
+function storedOf(msg: Msg, subject: string): StoredMessage | null | Error {
+  const h = msg.headers;
+  if (h !== undefined && h.code === NOT_FOUND) return null;
+  const seq = Number(h?.get('Nats-Sequence'));
+  if (h === undefined || (h.code !== 0 && h.code !== 200) || !Number.isSafeInteger(seq) || seq < 1) {
+    return statusError(msg, subject);
+  }
+  return { seq, data: msg.data };
 }
 
 /** Reads a PubAck or an API error; anything else is undefined. */
@@ -155,16 +174,7 @@ export class PubAcks {
       }
     }
     return new Promise<PubAckReply>((resolve, reject) => {
-      const answer = (msg: Msg) => {
-        if (msg.data.length === 0) {
-          reject(statusError(msg, subject));
-          return;
-        }
-        const reply = parsePubAck(msg.data);
-        if (reply === undefined) reject(unanswered('the answer was not a PubAck', subject));
-        else resolve(reply);
-      };
-      this.send(token, subject, data, h, { answer, reject, deadline: 0, subject });
+      this.send(token, subject, data, h, { kind: 'ack', resolve, reject, deadline: 0, subject });
     });
   }
 
@@ -180,21 +190,9 @@ export class PubAcks {
     const token = (this.counter++).toString(36);
     const request = encoder.encode(JSON.stringify({ last_by_subj: subject }));
     return new Promise<StoredMessage | null>((resolve, reject) => {
-      const answer = (msg: Msg) => {
-        const h = msg.headers;
-        if (h !== undefined && h.code === NOT_FOUND) {
-          resolve(null);
-          return;
-        }
-        const seq = Number(h?.get('Nats-Sequence'));
-        if (h === undefined || (h.code !== 0 && h.code !== 200) || !Number.isSafeInteger(seq) || seq < 1) {
-          reject(statusError(msg, subject));
-          return;
-        }
-        resolve({ seq, data: msg.data });
-      };
       this.send(token, `$JS.API.DIRECT.GET.${stream}`, request, undefined, {
-        answer,
+        kind: 'get',
+        resolve,
         reject,
         deadline: 0,
         subject,
@@ -252,7 +250,15 @@ export class PubAcks {
     const w = this.waiting.get(token);
     if (w === undefined) return; // timed out already: its caller has moved on
     this.waiting.delete(token);
-    w.answer(msg);
+    if (w.kind === 'ack') {
+      const value = ackOf(msg, w.subject);
+      if (value instanceof Error) w.reject(value);
+      else w.resolve(value);
+    } else {
+      const value = storedOf(msg, w.subject);
+      if (value instanceof Error) w.reject(value);
+      else w.resolve(value);
+    }
   }
 
   private sweep(): void {
