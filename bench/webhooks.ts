@@ -7,10 +7,12 @@
  * node:http receiver in this process that answers 200 at once and verifies every signature, and one
  * endpoint subscribed to `checkin.created` with max_concurrency C. A `webhook.test` delivery shows the
  * endpoint's worker is running; W check-ins (BENCH_WARMUP, 3,000) then warm the path up and give a real body
- * as the baseline's, and the bare loop is warmed with as many POSTs before it is measured. Both sides are
- * measured warm: with 200 warm-up check-ins, the first few thousand messages of the hub run paid for V8
- * compiling the ingestion path (the hub's CPU per check-in on the source side fell from 350 us in a first
- * batch of 3,000 to 110-123 us in the next two, measured), and the first bare loop was the slower one.
+ * as the baseline's, and the bare loop is warmed with BENCH_BARE_WARMUP (10,000) POSTs before it is
+ * measured. Both sides are measured warm: with 200 warm-up check-ins, the first few thousand messages of
+ * the hub run paid for V8 compiling the ingestion path (the hub's CPU per check-in on the source side fell
+ * from 350 us in a first batch of 3,000 to 110-123 us in the next two, measured); the bare loop's child
+ * needs about 8,000 requests to settle (181, 58, then 29 to 32 us of CPU per request in consecutive runs of
+ * 3,000 and 5,000, measured), so with 1,000 or 3,000 warm-up POSTs its "before" run was the slower one.
  *
  * Hub run: N admissions of N different tickets are published straight to GS_CHECKINS from this process,
  * as gate agents publish them (msgpack, Nats-Msg-Id = check-in id, up to 256 in flight). The hub's webhook
@@ -34,8 +36,9 @@
  * after the hub run; the mean is the baseline.
  *
  * Environment (optional): BENCH_MESSAGES (5000), BENCH_CONCURRENCY (16, the endpoint's max_concurrency
- * and the bare loop's), BENCH_WARMUP (3000: check-ins through the hub, and POSTs of the bare loop, before
- * anything is measured), BENCH_LOG_LEVEL (the hub child's, default info).
+ * and the bare loop's), BENCH_WARMUP (3000 check-ins through the hub before it is measured),
+ * BENCH_BARE_WARMUP (10000 POSTs of the bare loop before it is measured), BENCH_LOG_LEVEL (the hub child's,
+ * default info).
  */
 import { readFileSync } from 'node:fs';
 import type { NatsConnection } from '@nats-io/transport-node';
@@ -166,6 +169,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
   printMachine(m);
   const n = envInt('BENCH_MESSAGES', 5_000);
   const warmup = envInt('BENCH_WARMUP', 3_000);
+  const bareWarmup = envInt('BENCH_BARE_WARMUP', 10_000);
   const concurrency = envInt('BENCH_CONCURRENCY', 16);
   if (concurrency > 100) throw new Error('BENCH_CONCURRENCY is an endpoint max_concurrency: 1 to 100');
 
@@ -302,7 +306,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     return result;
   };
 
-  await bareRun('warm-up', warmup);
+  await bareRun('warm-up', bareWarmup);
   const bare1 = await bareRun('before');
   const hub = await hubRun(n, 'hub');
   progress(
@@ -487,6 +491,7 @@ await runBench('bench:webhooks', 300_000, async (cleanup) => {
     load_1m_at_start: m.load1,
     messages: n,
     warmup_messages: warmup,
+    bare_warmup_posts: bareWarmup,
     warmup_hub_cpu_us_per_msg: round((warm.hubCpuMs / warmup) * 1000, 0),
     concurrency,
     body_bytes: Buffer.byteLength(sampleBody),
