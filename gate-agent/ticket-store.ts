@@ -203,11 +203,30 @@ export class TicketStore {
         `SELECT id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason, qr_hash,
                 stream_seq, event_at FROM tickets WHERE id = ?`,
       ),
-      upsertTicket: this.db.prepare(
+      // Positional parameters: binding by name costs a lookup per parameter and an object per row, and
+      // a fresh agent runs this once per ticket (100,000 times at bootstrap).
+      upsertTicket: this.db.prepare<
+        [
+          id: string,
+          rev: number,
+          status: string,
+          holder: string,
+          tier: string,
+          seat: string | null,
+          gates: string,
+          valid_from: number,
+          valid_until: number,
+          revoked_reason: string | null,
+          qr_hash: Buffer,
+          stream_seq: number,
+          event_id: string,
+          event_at: number,
+          applied_at: number,
+        ]
+      >(
         `INSERT INTO tickets (id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason,
                               qr_hash, stream_seq, event_id, event_at, applied_at)
-         VALUES (@id, @rev, @status, @holder, @tier, @seat, @gates, @valid_from, @valid_until, @revoked_reason,
-                 @qr_hash, @stream_seq, @event_id, @event_at, @applied_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET
            rev = excluded.rev, status = excluded.status, holder = excluded.holder, tier = excluded.tier,
            seat = excluded.seat, gates = excluded.gates, valid_from = excluded.valid_from,
@@ -336,23 +355,23 @@ export class TicketStore {
       for (const { seq, event } of events) {
         if (seq <= from) continue;
         const t = event.ticket;
-        const info = this.stmts.upsertTicket.run({
-          id: t.id,
-          rev: event.rev,
-          status: t.status,
-          holder: t.holder,
-          tier: t.tier,
-          seat: t.seat,
-          gates: JSON.stringify(t.gates),
-          valid_from: t.valid_from,
-          valid_until: t.valid_until,
-          revoked_reason: t.revoked_reason,
-          qr_hash: qrHash(t.qr),
-          stream_seq: seq,
-          event_id: event.id,
-          event_at: event.at,
-          applied_at: now,
-        });
+        const info = this.stmts.upsertTicket.run(
+          t.id,
+          event.rev,
+          t.status,
+          t.holder,
+          t.tier,
+          t.seat,
+          JSON.stringify(t.gates),
+          t.valid_from,
+          t.valid_until,
+          t.revoked_reason,
+          qrHash(t.qr),
+          seq,
+          event.id,
+          event.at,
+          now,
+        );
         if (info.changes > 0) applied++;
         else stale++;
         lastEventAt = event.at;

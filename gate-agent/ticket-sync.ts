@@ -1,24 +1,31 @@
 /**
  * Keeps the agent's store equal to its venue's slice of GS_TICKETS.
  *
- * A durable pull consumer per agent (`gs_agent_<venue>_<agent>`, filter `gs.tix.<venue>.*`, ack-all)
+ * A durable pull consumer per agent (`gs_agent_<venue>_<agent>`, filter `gs.tix.<venue>.*`, no acks)
  * is read in a fetch loop. Messages are cut into chunks; each chunk's signatures are checked on the
  * verifier pool while the next chunk is being read, and chunks are applied strictly in order: one SQLite
- * transaction stores the chunk's valid events and moves the stream position past the whole chunk, then
- * the last message is acked (ack-all acks everything before it).
+ * transaction stores the chunk's valid events and moves the stream position past the whole chunk.
  *
- * Crash safety: the position in SQLite is the truth, not the consumer's. Before reading, the consumer's
- * last delivered message must be the store's last applied one; if not (a crash with messages in flight,
- * a replaced database), the consumer is recreated from the store's position. While reading, every
- * message must carry the next delivery sequence; a gap (deliveries lost with a dropped link, whose
- * later ack-all would otherwise acknowledge them unseen) stops the fetch and repositions the same way.
- * So the store never moves past a message it has not applied.
+ * Crash safety: the position in SQLite is the truth, not the consumer's, so the consumer needs no acks
+ * (ack policy none: the server counts a message delivered once it is sent). Before reading, the
+ * consumer's last delivered message must be the store's last applied one; if not (a crash with messages
+ * in flight, a replaced database, a consumer of an older agent made with another ack policy), the
+ * consumer is recreated from the store's position. While reading, every message must carry the next
+ * delivery sequence; a gap (deliveries lost with a dropped link) stops the fetch and repositions the same
+ * way. So the store never moves past a message it has not applied.
+ *
+ * Cost per ticket at bootstrap (it decides how close a fresh agent gets to the bare verification rate,
+ * see docs/benchmarks.md): a chunk travels to the verify worker as a few flat buffers and comes back
+ * with them, so no message object outlives its turn of the loop; only the two signature headers are read
+ * from each message; and the consumer handle is kept between fetches instead of asking the server for
+ * the consumer's info before each one.
  *
  * Liveness: every fetch has an expiry and idle heartbeats, so a dead link ends the fetch with an error
  * within seconds, and the loop starts a new one with backoff. No fetch can stall forever.
  */
 import {
   AckPolicy,
+  type Consumer,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
@@ -30,9 +37,9 @@ import { decodeTicketEvent, type TicketEvent } from '../shared/events.ts';
 import type { Logger } from '../shared/logger.ts';
 import { RetryLoop } from '../shared/retry-loop.ts';
 import { KID_HEADER, SIG_HEADER } from '../shared/signing.ts';
-import { agentConsumerName, parseTicketSubject, STREAMS, subjects } from '../shared/subjects.ts';
+import { agentConsumerName, STREAMS, subjects } from '../shared/subjects.ts';
 import type { AppliedEvent, TicketStore } from './ticket-store.ts';
-import { OUTCOME_OK, OUTCOME_UNKNOWN_KEY, type VerifierPool, type VerifyItem } from './verifier-pool.ts';
+import { OUTCOME_OK, OUTCOME_UNKNOWN_KEY, type VerifierPool, VerifyBatch } from './verifier-pool.ts';
 
 export type RejectedEventReason = 'bad_signature' | 'unknown_key' | 'malformed' | 'wrong_subject';
 
@@ -50,11 +57,17 @@ export interface TicketSyncOptions {
   onRejected?: (reason: RejectedEventReason, subject: string) => void;
 }
 
-const NANOS_PER_MS = 1_000_000;
 const FETCH_BATCH = 2_000;
 const FETCH_EXPIRES_MS = 5_000;
 const IDLE_HEARTBEAT_MS = 1_000;
 const MAX_CHUNKS_IN_FLIGHT = 6;
+
+/** One chunk on its way: the signed bytes in a verify batch, and per message its stream sequence and subject. */
+interface Chunk {
+  batch: VerifyBatch;
+  seqs: number[];
+  subjects: string[];
+}
 
 export class TicketSync {
   private readonly loop: RetryLoop;
@@ -70,10 +83,17 @@ export class TicketSync {
   pending: number | undefined;
   readonly name: string;
   private readonly chunkSize: number;
+  /** `gs.tix.<venue>.`: a ticket event's subject is this and the ticket id. */
+  private readonly subjectPrefix: string;
+  /** The durable consumer as ensureConsumer() left it; undefined until then. */
+  private consumer: Consumer | undefined;
+  /** Reused for every message's key id and signature header. */
+  private readonly signed: SignatureHeaders = { kid: undefined, sig: undefined };
 
   constructor(private readonly opts: TicketSyncOptions) {
     this.name = agentConsumerName(opts.venue, opts.agent);
     this.chunkSize = opts.chunkSize ?? 256;
+    this.subjectPrefix = subjects.ticket(opts.venue, 'x').slice(0, -1);
     this.loop = new RetryLoop({
       logger: opts.logger,
       what: 'ticket fetch',
@@ -105,11 +125,17 @@ export class TicketSync {
    * deliveries lost with a dropped link) it is deleted and created again from the store's position.
    */
   async ensureConsumer(): Promise<number> {
-    const { jsm, store } = this.opts;
+    const { js, jsm, store } = this.opts;
     const local = store.syncPosition(STREAMS.tickets).lastSeq;
+    this.consumer = undefined;
     try {
       const info = await jsm.consumers.info(STREAMS.tickets, this.name);
-      if (info.delivered.stream_seq === local && info.num_ack_pending === 0) {
+      if (
+        info.delivered.stream_seq === local &&
+        info.num_ack_pending === 0 &&
+        info.config.ack_policy === AckPolicy.None
+      ) {
+        this.consumer = js.consumers.getConsumerFromInfo(info);
         return info.delivered.consumer_seq + 1;
       }
       this.opts.logger.info(
@@ -120,17 +146,16 @@ export class TicketSync {
     } catch (err: unknown) {
       if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
     }
-    await jsm.consumers.add(STREAMS.tickets, {
+    const info = await jsm.consumers.add(STREAMS.tickets, {
       durable_name: this.name,
       filter_subject: subjects.venueTickets(this.opts.venue),
-      ack_policy: AckPolicy.All,
+      ack_policy: AckPolicy.None,
       ...(local > 0
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: local + 1 }
         : { deliver_policy: DeliverPolicy.All }),
-      ack_wait: 60_000 * NANOS_PER_MS,
-      max_ack_pending: 50_000,
       max_waiting: 16,
     });
+    this.consumer = js.consumers.getConsumerFromInfo(info);
     this.resets++;
     this.opts.logger.info({ consumer: this.name, from: local + 1 }, 'ticket consumer created');
     return 1;
@@ -144,19 +169,28 @@ export class TicketSync {
       this.broken = false;
       this.expected = await this.ensureConsumer();
     }
-    const consumer = await this.opts.js.consumers.get(STREAMS.tickets, this.name);
+    // The handle from ensureConsumer(), not consumers.get() per fetch: that asks the server for the
+    // consumer's info, and nats-server 2.9 works out num_pending for it by scanning the venue's subjects,
+    // which cost more server CPU than delivering the 2,000 messages of the fetch. A consumer deleted
+    // meanwhile fails the fetch (no responders), and the next round makes it again.
+    const consumer = this.consumer;
+    if (consumer === undefined) {
+      this.expected = 0;
+      throw new Error('ticket consumer not established');
+    }
     const iter = await consumer.fetch({
       max_messages: FETCH_BATCH,
       expires: FETCH_EXPIRES_MS,
       idle_heartbeat: IDLE_HEARTBEAT_MS,
     });
     this.loop.track(iter);
-    let chunk: JsMsg[] = [];
+    let chunk = this.newChunk();
     for await (const m of iter) {
-      if (m.info.deliverySequence !== this.expected) {
+      const info = m.info;
+      if (info.deliverySequence !== this.expected) {
         // A gap (deliveries lost with a dropped link, or a redelivery): never apply past it.
         this.opts.logger.warn(
-          { expected: this.expected, got: m.info.deliverySequence, seq: m.seq },
+          { expected: this.expected, got: info.deliverySequence, seq: info.streamSequence },
           'ticket delivery out of sequence; repositioning',
         );
         iter.stop();
@@ -164,29 +198,28 @@ export class TicketSync {
         break;
       }
       this.expected++;
-      chunk.push(m);
-      this.pending = m.info.pending;
-      if (chunk.length >= this.chunkSize || m.info.pending === 0) {
+      // Everything the chunk needs is copied out here, so the message itself is garbage at once.
+      const signed = signatureHeaders(m, this.signed);
+      chunk.batch.add(signed.kid, m.data, signed.sig);
+      chunk.seqs.push(info.streamSequence);
+      chunk.subjects.push(m.subject);
+      this.pending = info.pending;
+      if (chunk.seqs.length >= this.chunkSize || info.pending === 0) {
         await this.submit(chunk);
-        chunk = [];
+        chunk = this.newChunk();
       }
     }
-    if (chunk.length > 0) await this.submit(chunk);
+    if (chunk.seqs.length > 0) await this.submit(chunk);
     if (this.broken) this.expected = 0;
   }
 
+  private newChunk(): Chunk {
+    return { batch: new VerifyBatch(this.chunkSize), seqs: [], subjects: [] };
+  }
+
   /** Starts verifying a chunk now and queues its apply behind the chunks before it. */
-  private async submit(chunk: JsMsg[]): Promise<void> {
-    const items: VerifyItem[] = chunk.map((m) => {
-      const sig = m.headers?.get(SIG_HEADER);
-      const kid = m.headers?.get(KID_HEADER);
-      return {
-        kid: kid === undefined || kid === '' ? undefined : kid,
-        data: m.data,
-        sig: sig === undefined || sig === '' ? undefined : Buffer.from(sig, 'base64'),
-      };
-    });
-    const verified = this.opts.pool.verify(items);
+  private async submit(chunk: Chunk): Promise<void> {
+    const verified = this.opts.pool.verify(chunk.batch);
     const applied = this.chain.then(async () => this.apply(chunk, await verified));
     this.chain = applied.catch((err: unknown) => {
       // An apply failure (disk full, I/O error) must not be skipped past: stop, and re-read from the
@@ -201,44 +234,131 @@ export class TicketSync {
       this.inFlight = this.inFlight.slice(-MAX_CHUNKS_IN_FLIGHT);
   }
 
-  private apply(chunk: JsMsg[], outcomes: Uint8Array): void {
+  private apply(chunk: Chunk, outcomes: Uint8Array): void {
     if (this.broken) return;
+    const { batch, seqs, subjects: subjectsOf } = chunk;
+    // A validly signed event replayed onto another subject (another venue or ticket) is refused: the
+    // subject must be exactly this venue's subject for the event's ticket. Ticket ids are valid ids (no
+    // dots), so this is the same as splitting the subject into its four tokens and comparing them.
+    const prefix = this.subjectPrefix;
     const events: AppliedEvent[] = [];
-    for (let i = 0; i < chunk.length; i++) {
-      const m = chunk[i] as JsMsg;
+    for (let i = 0; i < seqs.length; i++) {
+      const seq = seqs[i] as number;
+      const subject = subjectsOf[i] as string;
       const outcome = outcomes[i];
       if (outcome !== OUTCOME_OK) {
-        this.reject(outcome === OUTCOME_UNKNOWN_KEY ? 'unknown_key' : 'bad_signature', m);
+        this.reject(outcome === OUTCOME_UNKNOWN_KEY ? 'unknown_key' : 'bad_signature', subject, seq);
         continue;
       }
       let event: TicketEvent;
       try {
-        event = decodeTicketEvent(m.data);
+        event = decodeTicketEvent(batch.body(i));
       } catch {
-        this.reject('malformed', m);
+        this.reject('malformed', subject, seq);
         continue;
       }
-      // A validly signed event replayed onto another subject (another venue or ticket) is refused.
-      const where = parseTicketSubject(m.subject);
+      const ticket = event.ticket;
       if (
-        where === undefined ||
-        where.venue !== this.opts.venue ||
-        where.ticket !== event.ticket.id ||
-        event.ticket.venue !== where.venue
+        ticket.venue !== this.opts.venue ||
+        subject.length !== prefix.length + ticket.id.length ||
+        !subject.startsWith(prefix) ||
+        !subject.endsWith(ticket.id)
       ) {
-        this.reject('wrong_subject', m);
+        this.reject('wrong_subject', subject, seq);
         continue;
       }
-      events.push({ seq: m.seq, event });
+      events.push({ seq, event });
     }
-    const last = chunk[chunk.length - 1] as JsMsg;
-    const result = this.opts.store.applyTicketEvents(STREAMS.tickets, events, last.seq);
+    const result = this.opts.store.applyTicketEvents(
+      STREAMS.tickets,
+      events,
+      seqs[seqs.length - 1] as number,
+    );
     this.opts.onApplied?.(result.applied, result.stale);
-    last.ack();
   }
 
-  private reject(reason: RejectedEventReason, m: JsMsg): void {
-    this.opts.logger.warn({ reason, subject: m.subject, seq: m.seq }, 'ticket event dropped');
-    this.opts.onRejected?.(reason, m.subject);
+  private reject(reason: RejectedEventReason, subject: string, seq: number): void {
+    this.opts.logger.warn({ reason, subject, seq }, 'ticket event dropped');
+    this.opts.onRejected?.(reason, subject);
   }
+}
+
+export interface SignatureHeaders {
+  /** The `Gs-Kid` header, or undefined when it is missing. */
+  kid: string | undefined;
+  /** The `Gs-Sig` header (base64), or undefined when it is missing. */
+  sig: string | undefined;
+}
+
+const NATS_HEADER_LINE = Buffer.from('NATS/1.0');
+const KID_PREFIX = Buffer.from(`${KID_HEADER}:`);
+const SIG_PREFIX = Buffer.from(`${SIG_HEADER}:`);
+const CR = 13;
+const LF = 10;
+
+/**
+ * The message's header block as received (`NATS/1.0\r\n...\r\n\r\n`), or undefined when the message has
+ * none or the client keeps it some other way. Exported for its test.
+ */
+export function rawHeaderBlock(m: JsMsg): Uint8Array | undefined {
+  // Not public API: nats.js keeps the received bytes (headers, then body) in msg._rdata and the header
+  // length in msg._msg.hdr. Read only when they have exactly that shape; otherwise the caller decodes
+  // the headers the public way. test/ticket-sync.test.ts checks that this finds them.
+  const inner = (m as unknown as { msg?: { _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
+  const data = inner?._rdata;
+  const hdr = inner?._msg?.hdr;
+  if (
+    !(data instanceof Uint8Array) ||
+    typeof hdr !== 'number' ||
+    hdr < NATS_HEADER_LINE.length ||
+    hdr > data.length
+  ) {
+    return undefined;
+  }
+  for (let i = 0; i < NATS_HEADER_LINE.length; i++) if (data[i] !== NATS_HEADER_LINE[i]) return undefined;
+  return data.subarray(0, hdr);
+}
+
+function startsWithAt(bytes: Uint8Array, at: number, prefix: Uint8Array): boolean {
+  if (at + prefix.length > bytes.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[at + i] !== prefix[i]) return false;
+  return true;
+}
+
+/**
+ * A message's key id and signature headers. nats.js decodes every header of a message into a map of
+ * arrays on first access (four headers on a ticket event: about 2 microseconds, a tenth of the main
+ * thread's work per ticket at bootstrap); this reads the two it needs from the received bytes, with
+ * the same result: the first line whose key is exactly the header's name, its value trimmed.
+ */
+export function signatureHeaders(m: JsMsg, out: SignatureHeaders): SignatureHeaders {
+  out.kid = undefined;
+  out.sig = undefined;
+  const block = rawHeaderBlock(m);
+  if (block === undefined) {
+    const h = m.headers;
+    // MsgHdrs.get() answers '' for a missing header.
+    const kid = h?.get(KID_HEADER);
+    const sig = h?.get(SIG_HEADER);
+    out.kid = kid === undefined || kid === '' ? undefined : kid;
+    out.sig = sig === undefined || sig === '' ? undefined : sig;
+    return out;
+  }
+  const text = Buffer.from(block.buffer, block.byteOffset, block.length);
+  // Lines start after each CRLF; the first line is the status line.
+  let at = text.indexOf(LF) + 1;
+  while (at > 0 && at < text.length) {
+    let end = text.indexOf(LF, at);
+    if (end < 0) end = text.length;
+    const lineEnd = end > at && text[end - 1] === CR ? end - 1 : end;
+    if (out.kid === undefined && startsWithAt(text, at, KID_PREFIX)) {
+      out.kid = text.toString('utf8', at + KID_PREFIX.length, lineEnd).trim();
+    } else if (out.sig === undefined && startsWithAt(text, at, SIG_PREFIX)) {
+      out.sig = text.toString('utf8', at + SIG_PREFIX.length, lineEnd).trim();
+    }
+    at = end + 1;
+  }
+  if (out.kid === '') out.kid = undefined;
+  if (out.sig === '') out.sig = undefined;
+  return out;
 }
