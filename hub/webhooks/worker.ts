@@ -224,13 +224,15 @@ export class EndpointWorker {
       STREAMS.webhooks,
       endpointConsumerName(this.endpointId),
     );
-    // Up to two slots' worth buffered, refilled a slot's worth at a time: one pull request per
-    // `concurrency` messages (one per `concurrency / 4` with the client's default threshold). A buffered
-    // message waits for at most two rounds of the slots, inside ack_wait (2 attempt deadlines + 5 s).
+    // At most `concurrency` messages buffered (as many as the slots), refilled when a quarter is left:
+    // one pull request per 3/4 of `concurrency` messages, not per 1/4 as with the client's default
+    // threshold. The buffer is not made bigger: a buffered message is not kept alive, and while the
+    // breaker holds the head of the queue longer than ack_wait the server hands the buffered ones out
+    // again.
     const c = this.concurrency;
     const iter = await this.consumer.consume({
-      max_messages: Math.max(2, 2 * c),
-      threshold_messages: Math.max(1, c),
+      max_messages: Math.max(2, c),
+      threshold_messages: Math.max(1, Math.floor(c / 4)),
       expires: 5_000,
       idle_heartbeat: 1_000,
     });
