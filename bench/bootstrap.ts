@@ -169,15 +169,20 @@ async function bareVerify(
   }
 }
 
-/** Reads the venue's messages with an ordered consumer; the clock stops at the last one. */
+/**
+ * Reads the venue's messages with an ordered consumer; the clock stops at the last one. Also the
+ * nats-server CPU it took: what delivering a message costs the server at the least.
+ */
 async function bareConsume(
   nc: NatsConnection,
   count: number,
-): Promise<{ seconds: number; signed: Signed[] }> {
+  natsPid: number,
+): Promise<{ seconds: number; natsCpu: number; signed: Signed[] }> {
   const consumer = await jetstream(nc).consumers.get(STREAMS.tickets, {
     // A string, not an array: nats-server 2.9 knows only the single filter_subject.
     filter_subjects: subjects.venueTickets(VENUE),
   });
+  const natsBefore = processCpuSeconds(natsPid);
   const started = performance.now();
   const iter = await consumer.consume({ max_messages: 2_000 });
   const msgs: JsMsg[] = [];
@@ -186,6 +191,7 @@ async function bareConsume(
     if (msgs.length >= count) break;
   }
   const seconds = (performance.now() - started) / 1000;
+  const natsCpu = processCpuSeconds(natsPid) - natsBefore;
   await iter.close();
   // Outside the clock: what bare verification needs, as the agent reads it.
   const signed = msgs.map((m) => ({
@@ -193,7 +199,7 @@ async function bareConsume(
     sig: Buffer.from(m.headers?.get(SIG_HEADER) ?? '', 'base64'),
     kid: m.headers?.get(KID_HEADER) ?? '',
   }));
-  return { seconds, signed };
+  return { seconds, natsCpu, signed };
 }
 
 interface AgentRun {
@@ -320,12 +326,14 @@ async function main(): Promise<void> {
     const lastSeq = (await jsm.streams.info(STREAMS.tickets)).state.last_seq;
 
     const consumeRuns: number[] = [];
+    const consumeNatsCpu: number[] = [];
     const verifyRuns: { seconds: number; cpu: number }[] = [];
     const agentRuns: AgentRun[] = [];
     for (let run = 1; run <= runs; run++) {
       progress(`run ${run}/${runs}: bare JetStream consumer`);
-      const consumed = await bareConsume(nc, tickets);
+      const consumed = await bareConsume(nc, tickets, nats.pid);
       consumeRuns.push(consumed.seconds);
+      consumeNatsCpu.push(consumed.natsCpu);
 
       progress(`run ${run}/${runs}: bare Ed25519 verification on ${workers} worker threads`);
       const verify = await bareVerify(consumed.signed, [[keys.json.kid, keys.json.public_key]], workers);
@@ -400,6 +408,7 @@ async function main(): Promise<void> {
       `CPU per ticket while syncing: agent main thread ${fmt(perTicket(agent.cpu.main), 1)} µs, ` +
         `verify workers ${fmt(perTicket(sum(agent.cpu.workers)), 1)} µs, other agent threads ` +
         `${fmt(perTicket(agent.cpu.other), 1)} µs, nats-server ${fmt(perTicket(agent.cpu.nats), 1)} µs ` +
+        `(${fmt(perTicket(Math.min(...consumeNatsCpu)), 1)} µs per message for the bare consumer) ` +
         `(machine ${fmt(agent.cpu.machineBusyPct, 0)}% busy); bare verify ${fmt(perTicket(verify.cpu), 1)} µs`,
     );
     console.log(
@@ -437,6 +446,7 @@ async function main(): Promise<void> {
       bare_consume: {
         seconds: round(consumeSeconds, 3),
         msgs_per_s: round(consumeRate, 0),
+        nats_cpu_us_per_msg: round(perTicket(Math.min(...consumeNatsCpu)), 1),
         runs_s: consumeRuns.map((v) => round(v, 3)),
       },
       bare_verify: {

@@ -87,6 +87,8 @@ export class TicketSync {
   private readonly subjectPrefix: string;
   /** The durable consumer as ensureConsumer() left it; undefined until then. */
   private consumer: Consumer | undefined;
+  /** Reused for every message's delivery info. */
+  private readonly delivered: Delivery = { streamSequence: 0, deliverySequence: 0, pending: 0 };
   /** Reused for every message's key id and signature header. */
   private readonly signed: SignatureHeaders = { kid: undefined, sig: undefined };
 
@@ -186,7 +188,7 @@ export class TicketSync {
     this.loop.track(iter);
     let chunk = this.newChunk();
     for await (const m of iter) {
-      const info = m.info;
+      const info = delivery(m, this.delivered);
       if (info.deliverySequence !== this.expected) {
         // A gap (deliveries lost with a dropped link, or a redelivery): never apply past it.
         this.opts.logger.warn(
@@ -295,28 +297,38 @@ const KID_PREFIX = Buffer.from(`${KID_HEADER}:`);
 const SIG_PREFIX = Buffer.from(`${SIG_HEADER}:`);
 const CR = 13;
 const LF = 10;
+const SPACE = 32;
+const TAB = 9;
+
+/** The part of nats.js's message object that signatureHeaders() reads (not public API). */
+interface ReceivedMsg {
+  /** The received bytes: the header block, then the body. */
+  _rdata?: unknown;
+  _msg?: { /** Header block length. */ hdr?: unknown };
+}
+
+function received(m: JsMsg): ReceivedMsg | undefined {
+  return (m as unknown as { msg?: ReceivedMsg }).msg;
+}
 
 /**
- * The message's header block as received (`NATS/1.0\r\n...\r\n\r\n`), or undefined when the message has
- * none or the client keeps it some other way. Exported for its test.
+ * The length of the message's header block (`NATS/1.0\r\n...\r\n\r\n`) at the start of its received
+ * bytes, or -1 when it has none or this nats.js keeps them some other way. Exported for its test.
  */
-export function rawHeaderBlock(m: JsMsg): Uint8Array | undefined {
-  // Not public API: nats.js keeps the received bytes (headers, then body) in msg._rdata and the header
-  // length in msg._msg.hdr. Read only when they have exactly that shape; otherwise the caller decodes
-  // the headers the public way. test/ticket-sync.test.ts checks that this finds them.
-  const inner = (m as unknown as { msg?: { _rdata?: unknown; _msg?: { hdr?: unknown } } }).msg;
-  const data = inner?._rdata;
+export function receivedHeaderLength(m: JsMsg): number {
+  const inner = received(m);
+  const bytes = inner?._rdata;
   const hdr = inner?._msg?.hdr;
   if (
-    !(data instanceof Uint8Array) ||
+    !(bytes instanceof Uint8Array) ||
     typeof hdr !== 'number' ||
     hdr < NATS_HEADER_LINE.length ||
-    hdr > data.length
+    hdr > bytes.length ||
+    !startsWithAt(bytes, 0, NATS_HEADER_LINE)
   ) {
-    return undefined;
+    return -1;
   }
-  for (let i = 0; i < NATS_HEADER_LINE.length; i++) if (data[i] !== NATS_HEADER_LINE[i]) return undefined;
-  return data.subarray(0, hdr);
+  return hdr;
 }
 
 function startsWithAt(bytes: Uint8Array, at: number, prefix: Uint8Array): boolean {
@@ -325,17 +337,26 @@ function startsWithAt(bytes: Uint8Array, at: number, prefix: Uint8Array): boolea
   return true;
 }
 
+/** A header value: the line after its key, trimmed (spaces skipped first, so trim() rarely copies). */
+function headerValue(text: Buffer, from: number, to: number): string {
+  let at = from;
+  while (at < to && (text[at] === SPACE || text[at] === TAB)) at++;
+  return text.toString('utf8', at, to).trim();
+}
+
 /**
  * A message's key id and signature headers. nats.js decodes every header of a message into a map of
  * arrays on first access (four headers on a ticket event: about 2 microseconds, a tenth of the main
  * thread's work per ticket at bootstrap); this reads the two it needs from the received bytes, with
- * the same result: the first line whose key is exactly the header's name, its value trimmed.
+ * the same result: the first line whose key is exactly the header's name, its value trimmed. The
+ * received bytes are nats.js internals, read only when they have the expected shape; otherwise the
+ * headers are decoded the public way. test/ticket-sync.test.ts checks both give the same answer.
  */
 export function signatureHeaders(m: JsMsg, out: SignatureHeaders): SignatureHeaders {
   out.kid = undefined;
   out.sig = undefined;
-  const block = rawHeaderBlock(m);
-  if (block === undefined) {
+  const hdr = receivedHeaderLength(m);
+  if (hdr < 0) {
     const h = m.headers;
     // MsgHdrs.get() answers '' for a missing header.
     const kid = h?.get(KID_HEADER);
@@ -344,21 +365,100 @@ export function signatureHeaders(m: JsMsg, out: SignatureHeaders): SignatureHead
     out.sig = sig === undefined || sig === '' ? undefined : sig;
     return out;
   }
-  const text = Buffer.from(block.buffer, block.byteOffset, block.length);
-  // Lines start after each CRLF; the first line is the status line.
+  const bytes = received(m)?._rdata as Uint8Array;
+  const text = bytes instanceof Buffer ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  // Lines start after each LF; the first line is the status line.
   let at = text.indexOf(LF) + 1;
-  while (at > 0 && at < text.length) {
+  while (at > 0 && at < hdr) {
     let end = text.indexOf(LF, at);
-    if (end < 0) end = text.length;
+    if (end < 0 || end > hdr) end = hdr;
     const lineEnd = end > at && text[end - 1] === CR ? end - 1 : end;
     if (out.kid === undefined && startsWithAt(text, at, KID_PREFIX)) {
-      out.kid = text.toString('utf8', at + KID_PREFIX.length, lineEnd).trim();
+      out.kid = headerValue(text, at + KID_PREFIX.length, lineEnd);
     } else if (out.sig === undefined && startsWithAt(text, at, SIG_PREFIX)) {
-      out.sig = text.toString('utf8', at + SIG_PREFIX.length, lineEnd).trim();
+      out.sig = headerValue(text, at + SIG_PREFIX.length, lineEnd);
     }
     at = end + 1;
   }
   if (out.kid === '') out.kid = undefined;
   if (out.sig === '') out.sig = undefined;
+  return out;
+}
+
+/** What TicketSync needs from a message's delivery info. */
+export interface Delivery {
+  streamSequence: number;
+  deliverySequence: number;
+  /** Messages still waiting on the server after this one. */
+  pending: number;
+}
+
+const ACK_PREFIX = '$JS.ACK.';
+const DOT = 46;
+const DIGIT_0 = 48;
+const DIGIT_9 = 57;
+/** Dot positions of the ack subject being parsed (up to 12 tokens, so 11 dots, plus room). */
+const dots = new Int32Array(16);
+
+/** A token of digits as a number, or -1 (empty, not only digits, or past the safe integers). */
+function digits(s: string, from: number, to: number): number {
+  if (to <= from || to - from > 16) return -1;
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    if (c < DIGIT_0 || c > DIGIT_9) return -1;
+    n = n * 10 + (c - DIGIT_0);
+  }
+  return n <= Number.MAX_SAFE_INTEGER ? n : -1;
+}
+
+/**
+ * Reads the stream sequence, delivery sequence and pending count from a JetStream ack subject, the
+ * same fields nats.js's `m.info` gives, without splitting the subject into a dozen strings and an
+ * object per message. Answers false for a subject of another shape (the caller then uses `m.info`):
+ *
+ *   $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<delivery seq>.<timestamp>.<pending>
+ *   $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<stream seq>.<delivery seq>.<timestamp>.<pending>[.<token>]
+ *
+ * (the first from nats-server 2.9, the second from later servers).
+ */
+export function parseAckSubject(reply: string, out: Delivery): boolean {
+  if (!reply.startsWith(ACK_PREFIX)) return false;
+  let n = 0;
+  for (let i = 0; i < reply.length; i++) {
+    if (reply.charCodeAt(i) === DOT) {
+      if (n === dots.length) return false;
+      dots[n++] = i;
+    }
+  }
+  const tokens = n + 1;
+  // Index of the <delivered> token.
+  const first = tokens === 9 ? 4 : tokens === 11 || tokens === 12 ? 6 : -1;
+  if (first < 0) return false;
+  // Token k runs from dots[k - 1] + 1 to dots[k] (or the end).
+  const token = (k: number) =>
+    digits(reply, (dots[k - 1] as number) + 1, k < n ? (dots[k] as number) : reply.length);
+  const streamSequence = token(first + 1);
+  const deliverySequence = token(first + 2);
+  const pending = token(first + 4);
+  if (streamSequence < 0 || deliverySequence < 0 || pending < 0) return false;
+  out.streamSequence = streamSequence;
+  out.deliverySequence = deliverySequence;
+  out.pending = pending;
+  return true;
+}
+
+/**
+ * The message's delivery info: parsed from its ack subject, or nats.js's `m.info` when that fails. The
+ * ack subject is the message's reply subject, which nats.js's JsMsg has but does not declare: read only
+ * when it is a string.
+ */
+function delivery(m: JsMsg, out: Delivery): Delivery {
+  const reply = (m as unknown as { reply?: unknown }).reply;
+  if (typeof reply === 'string' && parseAckSubject(reply, out)) return out;
+  const info = m.info;
+  out.streamSequence = info.streamSequence;
+  out.deliverySequence = info.deliverySequence;
+  out.pending = info.pending;
   return out;
 }

@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
-import { rawHeaderBlock, type SignatureHeaders, signatureHeaders } from '../gate-agent/ticket-sync.ts';
+import {
+  type Delivery,
+  parseAckSubject,
+  receivedHeaderLength,
+  type SignatureHeaders,
+  signatureHeaders,
+} from '../gate-agent/ticket-sync.ts';
 import { encode } from '../shared/codec.ts';
 import { EVENT_SCHEMA_VERSION, type TicketEvent } from '../shared/events.ts';
 import {
@@ -306,7 +312,7 @@ test('events signed by a key the gate did not trust yet arrive once the new key 
   assert.equal(agent.store.ticketCount(), 2);
 });
 
-test('the signature headers read from the received bytes are the ones nats.js decodes', async (t) => {
+test('the signature headers and delivery info read from the received bytes are the ones nats.js decodes', async (t) => {
   const nats = await startNats();
   t.after(() => nats.cleanup());
   const nc = await connect({ servers: nats.url });
@@ -364,7 +370,18 @@ test('the signature headers read from the received bytes are the ones nats.js de
     const pairs = variants[n] ?? [];
     // The fast path must be the one in use with this nats.js (a library upgrade that moves the received
     // bytes fails here, not silently in the benchmark).
-    assert.equal(rawHeaderBlock(m) !== undefined, pairs.length > 0, `message ${n}: header block found`);
+    assert.equal(receivedHeaderLength(m) > 0, pairs.length > 0, `message ${n}: header block found`);
+    const reply = (m as unknown as { reply?: unknown }).reply;
+    const parsed: Delivery = { streamSequence: -1, deliverySequence: -1, pending: -1 };
+    assert.ok(
+      typeof reply === 'string' && parseAckSubject(reply, parsed),
+      `message ${n}: ack subject parsed`,
+    );
+    assert.deepEqual(parsed, {
+      streamSequence: m.info.streamSequence,
+      deliverySequence: m.info.deliverySequence,
+      pending: m.info.pending,
+    });
     assert.deepEqual(
       { ...signatureHeaders(m, out) },
       { kid: decoded(KID_HEADER), sig: decoded(SIG_HEADER) },
@@ -415,4 +432,38 @@ test('an agent whose consumer an older version made with acks replaces it and mi
   const after = await jsm.consumers.info(STREAMS.tickets, name);
   assert.equal(after.config.ack_policy, AckPolicy.None);
   assert.equal(after.num_ack_pending, 0);
+});
+
+test('ack subjects of every server generation give their sequences and pending count; others are refused', () => {
+  const parse = (reply: string) => {
+    const out: Delivery = { streamSequence: -1, deliverySequence: -1, pending: -1 };
+    return parseAckSubject(reply, out) ? out : undefined;
+  };
+  const expected = { streamSequence: 1234, deliverySequence: 17, pending: 99 };
+  // <delivered>.<stream seq>.<delivery seq>.<timestamp>.<pending>
+  const fields = '3.1234.17.1795451195849367106.99';
+  assert.deepEqual(parse(`$JS.ACK.GS_TICKETS.gs_agent_v1_a1.${fields}`), expected);
+  assert.deepEqual(parse(`$JS.ACK.hub.ACCHASH.GS_TICKETS.gs_agent_v1_a1.${fields}`), expected);
+  assert.deepEqual(parse(`$JS.ACK._.ACCHASH.GS_TICKETS.gs_agent_v1_a1.${fields}.x8Kq`), expected);
+  assert.deepEqual(parse(`$JS.ACK.S.C.1.${Number.MAX_SAFE_INTEGER}.1.1.0`), {
+    streamSequence: Number.MAX_SAFE_INTEGER,
+    deliverySequence: 1,
+    pending: 0,
+  });
+  for (const bad of [
+    '',
+    'gs.tix.v1.T1',
+    '$JS.ACK.S.C.1.2.3.4', // 8 tokens
+    '$JS.ACK.S.C.1.2.3.4.5.6', // 10 tokens
+    '$JS.ACK.a.b.S.C.1.2.3.4.5.6.7', // 13 tokens
+    '$JS.ACK.S.C.1.x.3.4.5',
+    '$JS.ACK.S.C.1.2..4.5',
+    '$JS.ACK.S.C.1.2.3.4.-5',
+    '$JS.ACK.S.C.1.9007199254740992.3.4.5', // past the safe integers
+    '$JS.ACK.S.C.1.12345678901234567.3.4.5',
+    '$JS.NAK.S.C.1.2.3.4.5',
+    '$JS.ACK.S.C.1.2.3.4.5.',
+  ]) {
+    assert.equal(parse(bad), undefined, bad);
+  }
 });
