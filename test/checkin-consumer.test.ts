@@ -3,9 +3,12 @@
  * are published to GS_CHECKINS as an agent publishes them, and GS_ENTRIES and GS_CONFLICTS are read back.
  */
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { spawnHub } from '../bench/support/hub-process.ts';
 import { CheckinConsumer, type Verdict } from '../hub/checkin-consumer.ts';
 import { PubAcks, WRONG_LAST_SEQUENCE } from '../hub/pub-acks.ts';
 import { ensureStreams } from '../hub/streams.ts';
@@ -14,8 +17,8 @@ import { decode, encode } from '../shared/codec.ts';
 import { GatesyncError } from '../shared/errors.ts';
 import { newId } from '../shared/ids.ts';
 import { STREAMS, subjects } from '../shared/subjects.ts';
-import { testLogger } from './harness/gatesync.ts';
-import { startNats, waitFor } from './harness/index.ts';
+import { makeKeys, testLogger } from './harness/gatesync.ts';
+import { startNats, tmpDir, waitFor } from './harness/index.ts';
 
 const VENUE = 'v1';
 
@@ -250,4 +253,69 @@ test('a backlog of 1,500 check-ins over two gates is judged in chunks: one entry
   assert.equal((await conflictsOf(env)).length, 100);
   const ci = await env.jsm.consumers.info(STREAMS.checkins, 'gs_hub_checkins');
   assert.deepEqual([ci.num_pending, ci.num_ack_pending], [0, 0]);
+});
+
+test('kill -9 of the hub in the middle of a backlog: after a restart every ticket has one entry and every double entry one conflict', {
+  timeout: 180_000,
+}, async (t) => {
+  const env = await setUp(t);
+  const dir = await tmpDir('gs-hubkill-');
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const keys = makeKeys(dir);
+  // 5,000 tickets admitted at the north gate; every fifth also at the south gate, right after.
+  const north = new Map<string, string>();
+  const south = new Map<string, string>();
+  const all: CheckinMessage[] = [];
+  for (let i = 0; i < 5_000; i++) {
+    const ticket = `K${i}`;
+    const n = checkin('north', ticket, { seq: i + 1 });
+    north.set(ticket, n.id);
+    all.push(n);
+    if (i % 5 === 0) {
+      const s = checkin('south', ticket, { seq: i + 1 });
+      south.set(ticket, s.id);
+      all.push(s);
+    }
+  }
+  for (let i = 0; i < all.length; i += 500) {
+    await Promise.all(all.slice(i, i + 500).map((c) => publishCheckin(env.nc, c)));
+  }
+  const consumerInfo = () => env.jsm.consumers.info(STREAMS.checkins, 'gs_hub_checkins');
+  const hubOpts = { natsUrl: env.nats.url, dataDir: join(dir, 'hub'), signingKeyFile: keys.file };
+  const first = await spawnHub(hubOpts);
+  t.after(() => first.kill9());
+  await waitFor(async () => (await consumerInfo()).ack_floor.stream_seq >= 500, {
+    timeoutMs: 60_000,
+    intervalMs: 2,
+    message: 'the hub has judged some of the backlog',
+  });
+  await first.kill9();
+  const atKill = await consumerInfo();
+  assert.ok(atKill.ack_floor.stream_seq < all.length, 'killed before it had judged everything');
+
+  // Check-ins delivered to the killed hub and not acked come back after the consumer's ack wait (30 s).
+  const second = await spawnHub(hubOpts);
+  t.after(() => second.stop());
+  await waitFor(
+    async () => {
+      const ci = await consumerInfo();
+      return ci.num_pending === 0 && ci.num_ack_pending === 0;
+    },
+    { timeoutMs: 120_000, intervalMs: 200, message: 'the restarted hub has judged every check-in' },
+  );
+
+  const entries = await env.jsm.streams.info(STREAMS.entries);
+  assert.equal(entries.state.messages, 5_000, 'one entry per ticket');
+  for (const ticket of ['K0', 'K1', 'K2499', 'K4999']) {
+    const state = await entryOf(env, ticket);
+    assert.ok(state?.inside === true && [north.get(ticket), south.get(ticket)].includes(state.checkin_id));
+  }
+  const conflicts = await conflictsOf(env);
+  assert.equal(conflicts.length, south.size, 'one conflict per double entry');
+  for (const c of conflicts) {
+    assert.deepEqual(
+      new Set([c.first.checkin_id, c.second.checkin_id]),
+      new Set([north.get(c.ticket_id), south.get(c.ticket_id)]),
+    );
+  }
 });
