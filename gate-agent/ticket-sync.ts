@@ -412,6 +412,11 @@ function digits(s: string, from: number, to: number): number {
   return n <= Number.MAX_SAFE_INTEGER ? n : -1;
 }
 
+/** Token k of a subject whose n dots are in `dots`: it runs from dots[k - 1] + 1 to dots[k] (or the end). */
+function numberToken(s: string, k: number, n: number): number {
+  return digits(s, (dots[k - 1] as number) + 1, k < n ? (dots[k] as number) : s.length);
+}
+
 /**
  * Reads the stream sequence, delivery sequence and pending count from a JetStream ack subject, the
  * same fields nats.js's `m.info` gives, without splitting the subject into a dozen strings and an
@@ -435,12 +440,9 @@ export function parseAckSubject(reply: string, out: Delivery): boolean {
   // Index of the <delivered> token.
   const first = tokens === 9 ? 4 : tokens === 11 || tokens === 12 ? 6 : -1;
   if (first < 0) return false;
-  // Token k runs from dots[k - 1] + 1 to dots[k] (or the end).
-  const token = (k: number) =>
-    digits(reply, (dots[k - 1] as number) + 1, k < n ? (dots[k] as number) : reply.length);
-  const streamSequence = token(first + 1);
-  const deliverySequence = token(first + 2);
-  const pending = token(first + 4);
+  const streamSequence = numberToken(reply, first + 1, n);
+  const deliverySequence = numberToken(reply, first + 2, n);
+  const pending = numberToken(reply, first + 4, n);
   if (streamSequence < 0 || deliverySequence < 0 || pending < 0) return false;
   out.streamSequence = streamSequence;
   out.deliverySequence = deliverySequence;
