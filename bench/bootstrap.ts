@@ -3,7 +3,8 @@
  * measured in the same run on the same messages:
  *
  *   bare consume  an ordered JetStream consumer reading the venue's 100,000 messages (no verification,
- *                 no storage): the most the server and the client library deliver;
+ *                 no storage): the most the server and the client library deliver, and the least
+ *                 nats-server CPU a delivered message costs;
  *   bare verify   Ed25519 verification of the same 100,000 signatures over the same bytes the agent
  *                 verifies (EVENT_CONTEXT + body) with node:crypto, one worker thread per core, nothing
  *                 else: the most this machine's cores can check. The agent verifies every event, so this
@@ -11,7 +12,7 @@
  *
  * The tickets are issued through the hub's batch API first (hub in this process, stopped once they are
  * issued; nats-server of our own). Then, BENCH_RUNS times: the two baselines, then a fresh agent (new
- * SQLite file, new durable consumer, agent defaults: one verify worker per core, WAL, synchronous=FULL)
+ * SQLite file, new durable consumer, agent defaults: one verify worker per core, WAL)
  * in a child process; its clock runs from its startAgent() call until its store's stream position
  * reaches the last ticket event, which is when tickets_held is 100,000 (checked on /v1/status
  * afterwards). Other load on the machine only ever slows a run down, so each figure is its fastest run.
