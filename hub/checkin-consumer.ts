@@ -11,6 +11,13 @@
  *
  * Entry state per ticket: (none) -in-> inside(c1) -out-> outside(c2) -in-> inside(c3) ...
  *   inside(c1) + another in (c9)  => conflict(c1, c9), state unchanged.
+ *
+ * How it runs: pulls of 256; what has been delivered is judged as one chunk, tickets in parallel and each
+ * ticket's check-ins in stream order. The writes go out through `PubAcks` (core publishes whose PubAcks
+ * are matched on one inbox) and the reads are direct gets on the same inbox, not nats.js requests. A
+ * check-in is acked only once its write is acknowledged by the stream (or it needs none), so a hub killed
+ * at any point leaves it unacked, to be redelivered and judged again; judged again, it finds its own id
+ * in the entry state (`redelivery`) or its conflict already recorded.
  */
 import {
   AckPolicy,
