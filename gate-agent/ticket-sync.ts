@@ -222,6 +222,9 @@ export class TicketSync {
   /** Starts verifying a chunk now and queues its apply behind the chunks before it. */
   private async submit(chunk: Chunk): Promise<void> {
     const verified = this.opts.pool.verify(chunk.batch);
+    // Awaited only once the chunks before it are applied; a failure before then (a verify worker that
+    // died) must not count as an unhandled rejection meanwhile. The apply below still sees it.
+    verified.catch(() => undefined);
     const applied = this.chain.then(async () => this.apply(chunk, await verified));
     this.chain = applied.catch((err: unknown) => {
       // An apply failure (disk full, I/O error) must not be skipped past: stop, and re-read from the

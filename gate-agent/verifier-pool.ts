@@ -212,35 +212,47 @@ export class VerifierPool {
   private readonly jobs = new Map<number, Job>();
   /** Batches out per worker: a worker keeps the process alive only while it has work. */
   private readonly busy: number[] = [];
+  private readonly keys: string[][];
   private nextId = 0;
   private nextWorker = 0;
+  private closing = false;
 
   constructor(
     private readonly trusted: ReadonlyMap<string, PublicKeyInfo>,
     size = availableParallelism(),
   ) {
-    const keys = [...trusted.values()].map((k) => [k.kid, k.publicKey]);
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { keys } });
-      w.on('message', (msg: WorkerAnswer) => {
-        const job = this.jobs.get(msg.id);
-        this.jobs.delete(msg.id);
-        if (job === undefined) return;
-        this.done(job.worker);
-        job.batch.restore(msg);
-        job.resolve(msg.out);
-      });
-      w.on('error', (err) => {
-        for (const job of this.jobs.values()) {
-          this.done(job.worker);
-          job.reject(err);
-        }
-        this.jobs.clear();
-      });
-      w.unref();
-      this.workers.push(w);
-      this.busy.push(0);
+    this.keys = [...trusted.values()].map((k) => [k.kid, k.publicKey]);
+    for (let i = 0; i < size; i++) this.spawn(i);
+  }
+
+  private spawn(index: number): void {
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { keys: this.keys } });
+    w.on('message', (msg: WorkerAnswer) => {
+      const job = this.jobs.get(msg.id);
+      this.jobs.delete(msg.id);
+      if (job === undefined) return;
+      this.done(job.worker);
+      job.batch.restore(msg);
+      job.resolve(msg.out);
+    });
+    // A worker that dies (an error, or ended from outside) fails the batches it held, so no caller waits
+    // forever, and is replaced; the caller reads those messages again.
+    w.on('error', (err) => this.lost(index, w, err));
+    w.on('exit', (code) => this.lost(index, w, new Error(`verify worker exited with code ${code}`)));
+    w.unref();
+    this.workers[index] = w;
+    this.busy[index] = 0;
+  }
+
+  private lost(index: number, w: Worker, err: unknown): void {
+    if (this.workers[index] !== w) return; // already replaced ('error' comes before 'exit')
+    for (const [id, job] of this.jobs) {
+      if (job.worker !== index) continue;
+      this.jobs.delete(id);
+      job.reject(err);
     }
+    this.busy[index] = 0;
+    if (!this.closing) this.spawn(index);
   }
 
   get size(): number {
@@ -285,8 +297,12 @@ export class VerifierPool {
     if (left === 0) this.workers[index]?.unref();
   }
 
+  /** Ends the workers; batches still out fail. */
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.workers.length = 0;
+    for (const job of this.jobs.values()) job.reject(new Error('verifier pool closed'));
+    this.jobs.clear();
   }
 }

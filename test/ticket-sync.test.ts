@@ -3,13 +3,16 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, headers } from '@nats-io/transport-node';
+import { TicketStore } from '../gate-agent/ticket-store.ts';
 import {
   type Delivery,
   parseAckSubject,
   receivedHeaderLength,
   type SignatureHeaders,
   signatureHeaders,
+  TicketSync,
 } from '../gate-agent/ticket-sync.ts';
+import { VerifierPool } from '../gate-agent/verifier-pool.ts';
 import { encode } from '../shared/codec.ts';
 import { EVENT_SCHEMA_VERSION, type TicketEvent } from '../shared/events.ts';
 import {
@@ -17,6 +20,7 @@ import {
   generateSigningKey,
   KID_HEADER,
   parseSigningKey,
+  parseTrustedKeys,
   SIG_HEADER,
   signBytes,
 } from '../shared/signing.ts';
@@ -27,6 +31,7 @@ import {
   startHubEnv,
   startTestAgent,
   startTestHub,
+  testLogger,
   ticketBody,
 } from './harness/gatesync.ts';
 import { startNats, startTcpProxy, waitFor } from './harness/index.ts';
@@ -466,4 +471,36 @@ test('ack subjects of every server generation give their sequences and pending c
   ]) {
     assert.equal(parse(bad), undefined, bad);
   }
+});
+
+test('a verify worker that dies in the middle of a bootstrap costs a re-read, not a ticket', async (t) => {
+  const { dir, nats, keys, hub, defer } = await startHubEnv(t, { prefix: 'gs-sync-' });
+  const tickets = Array.from({ length: 4_000 }, (_, i) => ticketBody({ id: `W${i}`, holder: `Holder ${i}` }));
+  const res = await hub.api<{ issued: number }>('/v1/venues/v1/tickets:batch', { body: { tickets } });
+  assert.equal(res.body.issued, 4_000);
+  const nc = await connect({ servers: nats.url });
+  defer(() => nc.close());
+  const store = new TicketStore(join(dir, 'w.db'));
+  defer(() => store.db.close());
+  const pool = new VerifierPool(parseTrustedKeys(keys.trusted), 2);
+  defer(() => pool.close());
+  const sync = new TicketSync({
+    js: jetstream(nc),
+    jsm: await jetstreamManager(nc),
+    store,
+    pool,
+    venue: 'v1',
+    agent: 'w',
+    logger: testLogger('sync-w'),
+  });
+  defer(() => sync.stop());
+  sync.start();
+  await waitFor(() => store.ticketCount() > 0, { intervalMs: 1 });
+  const workers = (pool as unknown as { workers: { terminate(): Promise<number> }[] }).workers;
+  await workers[0]?.terminate();
+  await waitFor(() => store.ticketCount() === 4_000, { timeoutMs: 60_000, message: 'all 4,000 tickets' });
+  const last = (await (await jetstreamManager(nc)).streams.info(STREAMS.tickets)).state.last_seq;
+  await waitFor(() => store.syncPosition(STREAMS.tickets).lastSeq === last);
+  for (const i of [0, 1999, 3999]) assert.equal(store.getTicket(`W${i}`)?.holder, `Holder ${i}`);
+  assert.equal(pool.size, 2, 'the dead worker was replaced');
 });

@@ -113,3 +113,25 @@ for (const workers of [0, 1, 2]) {
     assert.deepEqual([...seen].sort(), [OUTCOME_OK, OUTCOME_UNKNOWN_KEY, OUTCOME_BAD_SIGNATURE]);
   });
 }
+
+test('a verify worker that dies fails the batches it held and is replaced', async (t) => {
+  const pool = new VerifierPool(trusted, 1);
+  t.after(() => pool.close());
+  const batchOf = () => {
+    const batch = new VerifyBatch(4);
+    for (const c of cases().slice(0, 4)) batch.add(c.kid, c.body, c.sig);
+    return batch;
+  };
+  // Long enough (about 0.1 s of verification) that the worker is still at it when it is ended.
+  const long = new VerifyBatch(1);
+  const valid = cases()[0] as Case;
+  for (let i = 0; i < 1_500; i++) long.add(valid.kid, valid.body, valid.sig);
+  const held = pool.verify(long);
+  // Ended from outside, as a crash would end it.
+  const workers = (pool as unknown as { workers: { terminate(): Promise<number> }[] }).workers;
+  await workers[0]?.terminate();
+  await assert.rejects(held, /exited/);
+  const again = await pool.verify(batchOf());
+  assert.deepEqual([...again], cases().slice(0, 4).map(expected));
+  assert.equal(pool.size, 1);
+});
