@@ -17,9 +17,9 @@
 import { CHECKIN_SCHEMA_VERSION, type CheckinMessage } from '../shared/checkins.ts';
 import { encode } from '../shared/codec.ts';
 import { errorMessage } from '../shared/errors.ts';
-import { JsPublisher, PublishRefused } from '../shared/js-publisher.ts';
 import type { Logger } from '../shared/logger.ts';
 import type { LinkState, NatsConnection } from '../shared/nats.ts';
+import { PubAcks, WRONG_LAST_SEQUENCE } from '../shared/pub-acks.ts';
 import { Pause } from '../shared/sleep.ts';
 import { subjects } from '../shared/subjects.ts';
 import type { CheckinRecord, TicketStore } from './ticket-store.ts';
@@ -64,21 +64,19 @@ export function toCheckinMessage(r: CheckinRecord): CheckinMessage {
 }
 
 /** Publishes one check-in; resolves true when the stream already held it. */
-export async function publishCheckin(publisher: JsPublisher, r: CheckinRecord): Promise<boolean> {
-  try {
-    const ack = await publisher.publish(
-      subjects.checkin(r.venue, r.agent, r.id),
-      encode(toCheckinMessage(r)),
-      {
-        msgID: r.id,
-        expectLastSubjectSequence: 0,
-      },
-    );
-    return ack.duplicate;
-  } catch (err: unknown) {
-    if (err instanceof PublishRefused && err.errCode === 10071) return true;
-    throw err;
-  }
+export async function publishCheckin(publisher: PubAcks, r: CheckinRecord): Promise<boolean> {
+  const reply = await publisher.publish(
+    subjects.checkin(r.venue, r.agent, r.id),
+    encode(toCheckinMessage(r)),
+    {
+      msgID: r.id,
+      expectLastSubjectSequence: 0,
+    },
+  );
+  if (reply.ok) return reply.duplicate;
+  // The subject already holds a message: the check-in is stored (a re-send after the duplicate window).
+  if (reply.errCode === WRONG_LAST_SEQUENCE) return true;
+  throw new Error(`JetStream refused check-in ${r.id}: ${reply.description} (${reply.errCode})`);
 }
 
 export class OutboxPublisher {
@@ -87,7 +85,7 @@ export class OutboxPublisher {
   private lingering = false;
   private lastDrainAt = 0;
   private loop: Promise<void> | undefined;
-  private readonly publisher: JsPublisher;
+  private readonly publisher: PubAcks;
   /** The last check-in given to a publish in this run of reads (sent, or in flight). */
   private cursor = 0;
   /** Durable check-ins after `cursor`, in seq order, handed over by the scan service. */
@@ -101,7 +99,7 @@ export class OutboxPublisher {
 
   constructor(private readonly opts: OutboxPublisherOptions) {
     this.window = opts.window ?? 256;
-    this.publisher = new JsPublisher(opts.nc, opts.ackTimeout ?? 2_000);
+    this.publisher = new PubAcks(opts.nc, opts.ackTimeout ?? 2_000);
   }
 
   start(): void {

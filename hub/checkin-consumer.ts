@@ -39,9 +39,9 @@ import {
 import { decode, encode } from '../shared/codec.ts';
 import { errorMessage, GatesyncError } from '../shared/errors.ts';
 import type { Logger } from '../shared/logger.ts';
+import { type PubAckReply, PubAcks, type StoredMessage, WRONG_LAST_SEQUENCE } from '../shared/pub-acks.ts';
 import { RetryLoop } from '../shared/retry-loop.ts';
 import { STREAMS, subjects } from '../shared/subjects.ts';
-import { type PubAckReply, PubAcks, type StoredMessage, WRONG_LAST_SEQUENCE } from './pub-acks.ts';
 
 export const HUB_CHECKIN_CONSUMER = 'gs_hub_checkins';
 const NANOS_PER_MS = 1_000_000;
@@ -61,11 +61,8 @@ export type Verdict = 'first_entry' | 'reentry' | 'exit' | 'redelivery' | 'confl
 export interface CheckinConsumerOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
-  /**
-   * The connection the writes to GS_ENTRIES and GS_CONFLICTS go out on, with their PubAcks matched by
-   * `PubAcks`. Defaults to the connection `js` was made from.
-   */
-  nc?: NatsConnection;
+  /** The connection the writes to GS_ENTRIES and GS_CONFLICTS go out on (their PubAcks matched by `PubAcks`). */
+  nc: NatsConnection;
   logger: Logger;
   onCheckin?: (c: CheckinMessage, verdict: Verdict) => void;
   onConflict?: (c: ConflictRecord, isNew: boolean) => void;
@@ -88,18 +85,6 @@ function refused(subject: string, r: PubAckReply & { ok: false }): GatesyncError
   });
 }
 
-/**
- * The connection a nats.js JetStream client was made from. nats.js v3 keeps it as the public `nc` field
- * of its client class, though the `JetStreamClient` interface does not name it.
- */
-function connectionOf(js: JetStreamClient): NatsConnection {
-  const nc = (js as unknown as { nc?: NatsConnection }).nc;
-  if (nc === undefined || typeof nc.publish !== 'function' || typeof nc.subscribe !== 'function') {
-    throw new Error('CheckinConsumer needs `nc`: this JetStream client does not expose its connection');
-  }
-  return nc;
-}
-
 export class CheckinConsumer {
   private readonly loop: RetryLoop;
   private readonly pubAcks: PubAcks;
@@ -110,7 +95,7 @@ export class CheckinConsumer {
   processed = 0;
 
   constructor(private readonly opts: CheckinConsumerOptions) {
-    this.pubAcks = new PubAcks(opts.nc ?? connectionOf(opts.js), PUBLISH_TIMEOUT_MS);
+    this.pubAcks = new PubAcks(opts.nc, PUBLISH_TIMEOUT_MS);
     this.loop = new RetryLoop({
       logger: opts.logger,
       what: 'check-in consumer',

@@ -96,6 +96,7 @@ export async function startHub(
       onPublished: (type) => metrics.eventsPublished.inc({ type }),
     });
     const checkins = new CheckinConsumer({
+      nc,
       js: jetstream(nc),
       jsm,
       logger,

@@ -11,11 +11,11 @@ import { createHash } from 'node:crypto';
 import { GatesyncError } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { PubAcks } from '../../shared/pub-acks.ts';
 import { subjects } from '../../shared/subjects.ts';
 import type { HubMetrics } from '../metrics.ts';
 import type { EndpointStore } from './endpoints.ts';
 import type { Delivery, EndpointRecord, EventType, WebhookMessage } from './model.ts';
-import type { PubAcks } from './pub-acks.ts';
 
 /** A message id derived from what caused the event: the same cause gives the same `webhook-id`. */
 export function derivedMessageId(type: EventType, cause: string): string {
@@ -102,7 +102,7 @@ export class Dispatcher {
   }
 
   async storeMessage(m: WebhookMessage): Promise<void> {
-    await this.opts.acks.publish(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
+    await this.opts.acks.publishStored(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
   }
 
   /** Queues one delivery of `m` to one endpoint. */
@@ -124,6 +124,6 @@ export class Dispatcher {
       trigger: at.trigger,
     };
     const msgID = `${chain}.${at.attempt}`;
-    await this.opts.acks.publish(subjects.delivery(endpointId), JSON.stringify(d), { msgID });
+    await this.opts.acks.publishStored(subjects.delivery(endpointId), JSON.stringify(d), { msgID });
   }
 }

@@ -25,6 +25,7 @@ import { errorMessage } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { NatsConnection } from '../../shared/nats.ts';
+import type { PubAcks } from '../../shared/pub-acks.ts';
 import { RetryLoop } from '../../shared/retry-loop.ts';
 import { Pause } from '../../shared/sleep.ts';
 import { STREAMS, subjects } from '../../shared/subjects.ts';
@@ -34,7 +35,6 @@ import type { Dispatcher } from './dispatcher.ts';
 import { messageBody } from './dispatcher.ts';
 import type { EndpointStore } from './endpoints.ts';
 import type { AttemptRecord, DeadLetter, Delivery, EndpointRecord } from './model.ts';
-import type { PubAcks } from './pub-acks.ts';
 import { type BreakerState, CircuitBreaker, TokenBucket } from './rate-limiter.ts';
 import { planNext } from './retry-policy.ts';
 import { activeSecrets, webhookHeaders } from './secrets.ts';
@@ -480,7 +480,10 @@ export class EndpointWorker {
       reason,
       dead_at: new Date().toISOString(),
     };
-    await this.deps.acks.publish(subjects.deadLetter(this.endpointId, d.message.id), JSON.stringify(dl));
+    await this.deps.acks.publishStored(
+      subjects.deadLetter(this.endpointId, d.message.id),
+      JSON.stringify(dl),
+    );
     this.deps.metrics.webhookDeadLetters.inc();
     this.deps.onExhausted(dl);
   }

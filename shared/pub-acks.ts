@@ -1,5 +1,7 @@
 /**
- * JetStream publishes whose PubAcks the hub matches itself, for the check-in consumer's hot path.
+ * JetStream publishes whose PubAcks are matched here, not by a nats.js request each. Used wherever
+ * gatesync publishes at volume: the gate agent's outbox, the hub's check-in judge (GS_ENTRIES,
+ * GS_CONFLICTS) and its webhook pipeline (messages, deliveries, dead letters).
  *
  * Why: `js.publish()` in nats.js is `nc.request()` underneath, and every request, even one that succeeds,
  * arms a timer of its own and ends by building a `RequestError("cancelled")` with a stack trace
@@ -34,7 +36,7 @@ import {
   type NatsConnection,
   type Subscription,
 } from '@nats-io/transport-node';
-import { GatesyncError } from '../shared/errors.ts';
+import { GatesyncError } from './errors.ts';
 
 /** The stream's answer to one publish. */
 export type PubAckReply =
@@ -57,6 +59,26 @@ export interface StoredMessage {
 
 /** JetStream's error code for a refused expected-sequence write. */
 export const WRONG_LAST_SEQUENCE = 10071;
+
+/** A stored publish: where the stream keeps it. */
+export interface StoredAck {
+  stream: string;
+  seq: number;
+  /** The stream already held a message with this Nats-Msg-Id (inside its duplicate window). */
+  duplicate: boolean;
+}
+
+/** The stream refused a publish (`publishStored`); `errCode` is JetStream's (10071: wrong last sequence). */
+export class PublishRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly errCode: number,
+    description: string,
+  ) {
+    super(`JetStream refused the publish: ${description} (status ${status}, err_code ${errCode})`);
+    this.name = 'PublishRefused';
+  }
+}
 
 /** A request waiting for its answer: a publish (PubAck or refusal) or a direct get (a message). */
 type Waiting = (
@@ -157,7 +179,12 @@ export class PubAcks {
     return this.waiting.size;
   }
 
-  publish(subject: string, data: Uint8Array, opts: PubAckOptions = {}): Promise<PubAckReply> {
+  /**
+   * Publishes `data` with a reply token of this inbox; resolves with the stream's answer, a refusal
+   * included, and rejects (`nats_unavailable`) only when there is none: timeout, no responders (503),
+   * or the connection or this publisher closed.
+   */
+  publish(subject: string, data: string | Uint8Array, opts: PubAckOptions = {}): Promise<PubAckReply> {
     if (this.closed) return Promise.reject(unanswered('the publisher is closed', subject));
     if (this.sub === undefined) this.listen();
     const token = (this.counter++).toString(36);
@@ -173,9 +200,22 @@ export class PubAcks {
         h.set('Nats-Expected-Last-Subject-Sequence', String(opts.expectLastSubjectSequence));
       }
     }
+    // Buffer.from is about three times as fast as the TextEncoder nats.js applies to a string (measured).
+    const payload = typeof data === 'string' ? Buffer.from(data) : data;
     return new Promise<PubAckReply>((resolve, reject) => {
-      this.send(token, subject, data, h, { kind: 'ack', resolve, reject, deadline: 0, subject });
+      this.send(token, subject, payload, h, { kind: 'ack', resolve, reject, deadline: 0, subject });
     });
+  }
+
+  /** As `publish`, for callers to whom a refusal is an error: resolves once stored, else rejects. */
+  async publishStored(
+    subject: string,
+    data: string | Uint8Array,
+    opts: PubAckOptions = {},
+  ): Promise<StoredAck> {
+    const r = await this.publish(subject, data, opts);
+    if (!r.ok) throw new PublishRefused(r.status, r.errCode, r.description);
+    return { stream: r.stream, seq: r.seq, duplicate: r.duplicate };
   }
 
   /**
@@ -271,7 +311,8 @@ export class PubAcks {
     if (this.waiting.size === 0) this.stopSweeper();
   }
 
-  private failAll(why: string): void {
+  /** Fails everything outstanding now (say, the link went down: those answers will not come). */
+  failAll(why: string): void {
     const all = [...this.waiting.values()];
     this.waiting.clear();
     this.stopSweeper();
