@@ -94,7 +94,7 @@ export class VerifyBatch {
   private kidIndex: Uint32Array;
   private readonly kids: string[] = [];
   private at = 0;
-  length = 0;
+  private count = 0;
 
   constructor(capacity: number) {
     const n = Math.max(1, capacity);
@@ -105,12 +105,17 @@ export class VerifyBatch {
     this.kidIndex = new Uint32Array(n);
   }
 
+  /** Items added. */
+  get length(): number {
+    return this.count;
+  }
+
   /**
    * Adds one item: its key id, its body (signed with EVENT_CONTEXT in front) and its signature as the
    * base64 text of its header. Returns the item's index.
    */
   add(kid: string | undefined, body: Uint8Array, sigBase64: string | undefined): number {
-    const i = this.length;
+    const i = this.count;
     if (i === this.kidIndex.length) this.growItems(i * 2);
     const need = this.at + EVENT_CONTEXT.length + body.length;
     if (need > this.data.length) {
@@ -133,7 +138,7 @@ export class VerifyBatch {
       this.sigs.write(sigBase64, i * SIG_BYTES, SIG_BYTES, 'base64') === SIG_BYTES
         ? 1
         : 0;
-    this.length = i + 1;
+    this.count = i + 1;
     return i;
   }
 
