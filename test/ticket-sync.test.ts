@@ -504,3 +504,27 @@ test('a verify worker that dies in the middle of a bootstrap costs a re-read, no
   for (const i of [0, 1999, 3999]) assert.equal(store.getTicket(`W${i}`)?.holder, `Holder ${i}`);
   assert.equal(pool.size, 2, 'the dead worker was replaced');
 });
+
+test('an agent whose consumer is deleted from outside makes it again and misses nothing', async (t) => {
+  const { dir, nats, keys, hub, defer } = await startHubEnv(t, { prefix: 'gs-sync-' });
+  await hub.api('/v1/venues/v1/tickets', { body: ticketBody({ id: 'BEFORE' }) });
+  const agent = await startTestAgent({
+    natsUrl: nats.url,
+    venue: 'v1',
+    agentId: 'a1',
+    dbPath: join(dir, 'a1.db'),
+    trusted: keys.trusted,
+  });
+  defer(() => agent.stop());
+  await waitFor(() => agent.store.getTicket('BEFORE'));
+  const nc = await connect({ servers: nats.url });
+  defer(() => nc.close());
+  const jsm = await jetstreamManager(nc);
+  await jsm.consumers.delete(STREAMS.tickets, agentConsumerName('v1', 'a1'));
+  await hub.api('/v1/venues/v1/tickets', { body: ticketBody({ id: 'AFTER' }) });
+  await waitFor(() => agent.store.getTicket('AFTER'), {
+    timeoutMs: 30_000,
+    message: 'a ticket issued after the consumer was deleted',
+  });
+  assert.equal(agent.store.ticketCount(), 2);
+});
