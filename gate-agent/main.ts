@@ -196,7 +196,15 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       durableSeq: () => scans.durableSeq(),
     });
     outbox.start();
-    peers = new PeerCheckins({ js, store, venue: config.venue, logger });
+    const sender = outbox;
+    peers = new PeerCheckins({
+      js,
+      store,
+      venue: config.venue,
+      agent: config.agentId,
+      logger,
+      publishedHere: (id) => sender.publishedHere(id),
+    });
     peers.start();
     heartbeat = new HeartbeatPublisher({
       js,

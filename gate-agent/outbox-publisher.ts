@@ -41,6 +41,9 @@ export interface OutboxPublisherOptions {
 /** Milliseconds the publisher waits after a scan before draining, to gather a burst. */
 const LINGER_MS = 5;
 
+/** Ids of sent check-ins kept for `publishedHere` at most; past it the set starts again (the store answers). */
+const MAX_REMEMBERED_IDS = 100_000;
+
 /** Check-ins the hand-over holds at most; past it (a long cut), the store is read instead. */
 const MAX_HANDED_OVER = 20_000;
 
@@ -96,6 +99,8 @@ export class OutboxPublisher {
   duplicates = 0;
   lastError: string | undefined;
   private readonly window: number;
+  /** Ids published by this process whose echo the venue reader has not seen yet. */
+  private readonly published = new Set<string>();
 
   constructor(private readonly opts: OutboxPublisherOptions) {
     this.window = opts.window ?? 256;
@@ -138,6 +143,15 @@ export class OutboxPublisher {
       this.lingering = false;
       this.pause.interrupt();
     }, LINGER_MS).unref();
+  }
+
+  /**
+   * Whether this process published the check-in with this id, forgetting it: the venue reader skips its
+   * own echoes by this instead of a look-up in the store. True means the store holds it (everything
+   * published was read from the store or handed over after its commit).
+   */
+  publishedHere(id: string): boolean {
+    return this.published.delete(id);
   }
 
   async stop(): Promise<void> {
@@ -226,10 +240,16 @@ export class OutboxPublisher {
     let inFlight = 0;
     let slotFreed: (() => void) | undefined;
     let allDone: (() => void) | undefined;
+    // With the window full, publishing resumes once a sixteenth of it is free, not at every ack: the
+    // publishes of one turn leave in one socket write, where one at a time each cost a write (and a
+    // wake-up of nats-server) of its own.
+    const resumeAt = this.window - Math.max(1, Math.floor(this.window / 16));
     const settled = () => {
       inFlight--;
-      slotFreed?.();
-      slotFreed = undefined;
+      if (slotFreed !== undefined && (inFlight <= resumeAt || failure !== undefined)) {
+        slotFreed();
+        slotFreed = undefined;
+      }
       if (inFlight === 0) allDone?.();
     };
     let newlyAcked = 0;
@@ -261,6 +281,8 @@ export class OutboxPublisher {
         const slot = { seq: row.seq, acked: false };
         order.push(slot);
         inFlight++;
+        if (this.published.size >= MAX_REMEMBERED_IDS) this.published.clear();
+        this.published.add(row.id);
         publishCheckin(this.publisher, row).then(
           (duplicate) => {
             slot.acked = true;

@@ -18,6 +18,13 @@ export interface PeerCheckinsOptions {
   js: JetStreamClient;
   store: TicketStore;
   venue: string;
+  /** This gate's agent id: its own check-ins come back on `gs.chk.<venue>.<agent>.*`. */
+  agent: string;
+  /**
+   * Says whether this process published the check-in with this id (and forgets it): its echo needs no
+   * look-up in the store. Absent, or false for an id it does not know, the store is asked.
+   */
+  publishedHere?: (id: string) => boolean;
   logger: Logger;
   onApplied?: (count: number) => void;
 }
@@ -61,9 +68,12 @@ export class PeerCheckins {
     for await (const m of iter) {
       try {
         // This gate's own check-ins come back too; those its store holds change nothing, and are skipped
-        // by the id in the subject (gs.chk.<venue>.<agent>.<id>) before any decoding.
-        const id = m.subject.slice(m.subject.lastIndexOf('.') + 1);
-        if (!this.opts.store.hasCheckin(id)) {
+        // by the subject (gs.chk.<venue>.<agent>.<id>) before any decoding: the ones this process sent
+        // by memory, older ones by a look-up in the store (which holds none of the other gates').
+        const idAt = m.subject.lastIndexOf('.');
+        const id = m.subject.slice(idAt + 1);
+        const own = m.subject.slice(m.subject.lastIndexOf('.', idAt - 1) + 1, idAt) === this.opts.agent;
+        if (!own || !((this.opts.publishedHere?.(id) ?? false) || this.opts.store.hasCheckin(id))) {
           const c = decodeCheckin(m.data);
           if (c.decision === 'admit' && c.id === id) batch.push(c);
         }
