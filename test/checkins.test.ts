@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import type { ScanAnswer } from './harness/gatesync.ts';
+import { type ScanAnswer, startTestAgent } from './harness/gatesync.ts';
 import { waitFor } from './harness/index.ts';
 import { hubCheckins, issueTickets, outboxEmpty, startVenue } from './harness/venue.ts';
 
@@ -140,4 +141,45 @@ test('the hub lists each agent with its last heartbeat, online state and outbox 
     ],
   );
   assert.equal(agents[0]?.sync_pending, 0);
+});
+
+test("a gate whose store was replaced learns its own earlier admissions back from the venue's check-ins", async (t) => {
+  const v = await startVenue(t, { gates: ['north'] });
+  const gate = v.gates[0];
+  assert.ok(gate);
+  const qrs = [...(await issueTickets(v, 20)).values()];
+  for (const qr of qrs.slice(0, 10)) assert.equal((await gate.agent.scan(qr)).decision, 'admit');
+  await waitFor(() => outboxEmpty(gate.agent), { message: 'admissions sent' });
+  await gate.agent.stop();
+
+  // The kiosk comes back with an empty database (a replaced disk): same agent id, new store file.
+  const replaced = await startTestAgent({
+    natsUrl: gate.proxy.url,
+    venue: 'v1',
+    agentId: 'north',
+    gate: 'north',
+    dbPath: join(v.dir, 'north-replaced.db'),
+    trusted: v.keys.trusted,
+  });
+  t.after(() => replaced.stop());
+  await replaced.networkReady;
+  await waitFor(() => replaced.store.ticketCount() >= 20, {
+    timeoutMs: 30_000,
+    message: 'tickets re-synced',
+  });
+  // Its own check-ins come back on its own subject; the new store holds none of them, so they are applied.
+  await waitFor(
+    () => qrs.slice(0, 10).every((_, i) => replaced.store.getPresence(`T${i}`)?.inside === true),
+    {
+      timeoutMs: 10_000,
+      message: 'own admissions replayed into the new store',
+    },
+  );
+  const again = await replaced.scan(qrs[0] as string);
+  assert.deepEqual([again.decision, again.reason], ['reject', 'already_used']);
+  assert.equal(
+    (await replaced.scan(qrs[10] as string)).decision,
+    'admit',
+    'a ticket never admitted still is',
+  );
 });
