@@ -57,13 +57,18 @@ function count(db: Database.Database, sql: string): number {
 }
 
 function readCounts(db: Database.Database): BackupCounts {
+  const schemaVersion = db.pragma('user_version', { simple: true }) as number;
   return {
-    schemaVersion: db.pragma('user_version', { simple: true }) as number,
+    schemaVersion,
     tickets: count(db, 'SELECT count(*) AS n FROM tickets'),
     checkins: count(db, 'SELECT count(*) AS n FROM checkins'),
+    // Schema 3 keeps one sent watermark; a store an older agent left (backed up before upgrading) has
+    // a sent_at per row.
     checkinsUnsent: count(
       db,
-      'SELECT count(*) AS n FROM checkins WHERE seq > (SELECT sent_through FROM outbox_state)',
+      schemaVersion >= 3
+        ? 'SELECT count(*) AS n FROM checkins WHERE seq > (SELECT sent_through FROM outbox_state)'
+        : 'SELECT count(*) AS n FROM checkins WHERE sent_at IS NULL',
     ),
     maxCheckinSeq: count(db, 'SELECT max(seq) AS n FROM checkins'),
     presence: count(db, 'SELECT count(*) AS n FROM presence'),

@@ -209,9 +209,24 @@ export class OutboxPublisher {
       let skip = 0;
       while (skip < this.handedOver.length && (this.handedOver[skip] as CheckinRecord).seq <= this.cursor)
         skip++;
-      const batch = this.handedOver.slice(skip, skip + this.window);
-      this.handedOver = this.handedOver.slice(skip + batch.length);
-      return batch;
+      // Seqs are contiguous (a plain rowid, never deleted; a refused insert takes none), so the hand-over
+      // must continue exactly at cursor + 1. A gap means a committed group was never handed over (its
+      // fsync failed and its scanners got an error, yet a later fsync made it durable): read the store.
+      let n = 0;
+      let expected = this.cursor + 1;
+      while (n < this.window && skip + n < this.handedOver.length) {
+        if ((this.handedOver[skip + n] as CheckinRecord).seq !== expected) break;
+        expected++;
+        n++;
+      }
+      const batch = this.handedOver.slice(skip, skip + n);
+      if (n < this.window && skip + n < this.handedOver.length) {
+        this.forgetHandOver();
+        if (batch.length > 0) return batch;
+      } else {
+        this.handedOver = this.handedOver.slice(skip + n);
+        return batch;
+      }
     }
     // The durable end is read before the rows: every check-in above it reaches `offer` later.
     const durable = this.opts.durableSeq?.() ?? Number.MAX_SAFE_INTEGER;
@@ -232,6 +247,7 @@ export class OutboxPublisher {
     const { store } = this.opts;
     // Start from the watermark: after a failure, a crash or an operator's requeue, that is where the
     // first unacknowledged check-in is. Anything else means the hand-over no longer lines up.
+    const epoch = store.outboxEpoch;
     const through = store.sentThrough();
     if (through !== this.cursor) {
       this.cursor = through;
@@ -270,7 +286,7 @@ export class OutboxPublisher {
         order.splice(0, head);
         head = 0;
       }
-      store.markSentThrough(mark);
+      store.markSentThrough(mark, epoch);
       if (newlyAcked === 0) return;
       this.sent += newlyAcked;
       this.duplicates += dups;
@@ -278,7 +294,12 @@ export class OutboxPublisher {
       newlyAcked = 0;
       dups = 0;
     };
-    while (failure === undefined && !this.stopped && this.opts.link.connected) {
+    while (
+      failure === undefined &&
+      !this.stopped &&
+      this.opts.link.connected &&
+      store.outboxEpoch === epoch
+    ) {
       const batch = this.nextBatch();
       if (batch.length === 0) break;
       for (const row of batch) {
@@ -294,8 +315,13 @@ export class OutboxPublisher {
             newlyAcked++;
             published++;
             if (duplicate) dups++;
-            // One watermark write per window's worth of acks.
-            if (newlyAcked >= this.window) flushMarks();
+            // One watermark write per window's worth of acks. A failing write (say, SQLITE_BUSY) fails
+            // the drain like a failed publish: the slot must still be settled, or the drain never ends.
+            try {
+              if (newlyAcked >= this.window) flushMarks();
+            } catch (err: unknown) {
+              failure ??= err;
+            }
             settled();
           },
           (err: unknown) => {

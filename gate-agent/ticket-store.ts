@@ -419,7 +419,7 @@ export class TicketStore {
     if (info.changes > 0 && c.decision === 'reject') {
       const rec = { ...c, seq: Number(info.lastInsertRowid) };
       // Inside a transaction the reject joins the list only if the transaction commits (transaction()).
-      if (this.db.inTransaction) this.uncommittedRejects.push(rec);
+      if (this.transactionDepth > 0) this.uncommittedRejects.push(rec);
       else this.rememberRejects([rec]);
     }
     if (info.changes > 0 && c.decision === 'admit' && c.ticket_id !== null) {
@@ -471,14 +471,22 @@ export class TicketStore {
 
   /** Runs `fn` in one transaction: one fsync for everything it writes (group commit). */
   transaction<T>(fn: () => T): T {
+    // Rejects recorded inside are listed only once the outermost transaction commits.
+    const outer = this.uncommittedRejects;
+    this.uncommittedRejects = [];
+    this.transactionDepth++;
     try {
       const result = this.db.transaction(fn)();
-      this.rememberRejects(this.uncommittedRejects);
+      if (this.transactionDepth > 1) outer.push(...this.uncommittedRejects);
+      else this.rememberRejects(this.uncommittedRejects);
       return result;
     } finally {
-      this.uncommittedRejects = [];
+      this.transactionDepth--;
+      this.uncommittedRejects = outer;
     }
   }
+
+  private transactionDepth = 0;
 
   /** The newest rejects, newest last, once loaded: the status page reads them without a query. */
   private recentRejectList: CheckinRecord[] | undefined;
@@ -517,11 +525,19 @@ export class TicketStore {
    * Moves the watermark up to `seq` (never down): every check-in up to it is acknowledged. Its own
    * relaxed transaction: losing it to a crash only means a harmless re-send.
    */
-  markSentThrough(seq: number): void {
-    if (seq <= this.sentThrough()) return;
+  markSentThrough(seq: number, epoch = this.outboxEpoch): void {
+    // A requeue since the caller read the outbox: what it acknowledged no longer moves the watermark.
+    if (epoch !== this.outboxEpoch || seq <= this.sentThrough()) return;
     this.stmts.setSentThrough.run(seq, seq);
     this.sentCache = seq;
   }
+
+  /**
+   * Counts operator requeues in this process: a publisher reads it when it starts reading the outbox and
+   * passes it to markSentThrough, so acknowledgements of a drain that began before a requeue cannot
+   * undo it.
+   */
+  outboxEpoch = 0;
 
   /**
    * Puts every check-in back in the outbox, for an operator replay (say, after the hub lost data).
@@ -537,6 +553,7 @@ export class TicketStore {
             .get(before)?.n ?? 0);
     this.db.prepare('UPDATE outbox_state SET sent_through = 0').run();
     this.sentCache = 0;
+    this.outboxEpoch++;
     return n;
   }
 
@@ -558,6 +575,7 @@ export class TicketStore {
    * holder's name when the gate holds the ticket. Read-only; for the status page.
    */
   recentRejects(limit: number, window = 10_000): (ListedCheckin & { holder: string | null })[] {
+    if (limit <= 0) return [];
     const through = this.sentThrough();
     if (limit > RECENT_REJECTS_KEPT || window !== 10_000) {
       return this.stmts.recentRejects
@@ -571,7 +589,9 @@ export class TicketStore {
       .all(this.maxCheckinSeq() - window, RECENT_REJECTS_KEPT)
       .reverse()
       .map(({ holder: _holder, ...r }) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
+    const oldest = this.maxCheckinSeq() - window;
     return this.recentRejectList
+      .filter((r) => r.seq > oldest)
       .slice(-limit)
       .reverse()
       .map((r) => ({

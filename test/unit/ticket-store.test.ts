@@ -218,11 +218,26 @@ test('recent rejects: newest first, kept as scans commit, a rolled-back group li
         ['r1', 'h1', false],
       ],
     );
+    store.transaction(() => {
+      store.transaction(() => reject('r5', 6, null));
+      assert.throws(() =>
+        store.transaction(() => {
+          reject('r6', 7, null);
+          throw new Error('an inner group failed');
+        }),
+      );
+    });
+    assert.deepEqual(
+      store.recentRejects(2).map((r) => r.id),
+      ['r5', 'r4'],
+      'a nested commit lists with its outer one; a failed nested one lists nothing',
+    );
+    assert.deepEqual(store.recentRejects(0), []);
     store.markSentThrough(store.maxCheckinSeq());
     assert.equal(store.recentRejects(1)[0]?.sent, true);
     assert.deepEqual(
       store.recentRejects(50).map((r) => r.id),
-      ['r4', 'r2', 'r1'],
+      ['r5', 'r4', 'r2', 'r1'],
       'a longer list comes from the table, and agrees',
     );
   } finally {
