@@ -102,6 +102,8 @@ export class OutboxPublisher {
   private readonly window: number;
   /** Ids published by this process whose echo the venue reader has not seen yet. */
   private readonly published = new Set<string>();
+  /** Whether the current (or last) drain had any check-in acknowledged. */
+  private progressed = false;
 
   constructor(private readonly opts: OutboxPublisherOptions) {
     this.window = opts.window ?? 256;
@@ -198,7 +200,8 @@ export class OutboxPublisher {
           'check-in publish failed; will retry',
         );
         await this.sleep(backoff);
-        backoff = Math.min(backoff * 2, 5_000);
+        // A drain that got some through before failing (a lossy link) starts the back-off again.
+        backoff = this.progressed ? 200 : Math.min(backoff * 2, 5_000);
       }
     }
   }
@@ -276,6 +279,7 @@ export class OutboxPublisher {
     let newlyAcked = 0;
     let dups = 0;
     let published = 0;
+    this.progressed = false;
     let mark = through;
     const flushMarks = () => {
       while (head < order.length && (order[head] as { acked: boolean }).acked) {
@@ -314,6 +318,7 @@ export class OutboxPublisher {
             slot.acked = true;
             newlyAcked++;
             published++;
+            this.progressed = true;
             if (duplicate) dups++;
             // One watermark write per window's worth of acks. A failing write (say, SQLITE_BUSY) fails
             // the drain like a failed publish: the slot must still be settled, or the drain never ends.
