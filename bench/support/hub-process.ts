@@ -3,6 +3,7 @@
  * would in the cloud, and not on the one the measured agent and the baseline share.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ADMIN_KEY, httpJson, type JsonResponse, ticketBody } from '../../test/harness/gatesync.ts';
@@ -60,6 +61,8 @@ export async function spawnHub(opts: {
     const timer = setTimeout(() => reject(new Error(`hub did not start:\n${out}`)), START_TIMEOUT_MS);
     const onData = (chunk: Buffer) => {
       out = (out + chunk.toString()).slice(-20_000);
+      // BENCH_HUB_LOG=<file>: keep the hub's whole log, to read after a run (set BENCH_LOG_LEVEL too).
+      if (process.env.BENCH_HUB_LOG !== undefined) appendFileSync(process.env.BENCH_HUB_LOG, chunk);
       const m = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"hub started"/.exec(out);
       if (m?.[1] !== undefined) {
         clearTimeout(timer);
