@@ -111,10 +111,27 @@ export class CheckinConsumer {
   }
 
   async start(): Promise<void> {
+    await this.ensureConsumer();
+    this.loop.start();
+  }
+
+  /**
+   * The durable consumer, made if it is missing: at the first start, and again if it was deleted while
+   * the hub ran (an operator's mistake, a stream restored from backup). A new one starts from the first
+   * check-in in the stream: judging again is idempotent (entries are written with expected sequences and
+   * redeliveries are recognised), only slower.
+   */
+  private async ensureConsumer(): Promise<void> {
     try {
       await this.opts.jsm.consumers.info(STREAMS.checkins, HUB_CHECKIN_CONSUMER);
     } catch (err: unknown) {
       if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
+      if (this.started) {
+        this.opts.logger.warn(
+          { consumer: HUB_CHECKIN_CONSUMER },
+          'check-in consumer was missing; made again, re-judging the stream from its start',
+        );
+      }
       await this.opts.jsm.consumers.add(STREAMS.checkins, {
         durable_name: HUB_CHECKIN_CONSUMER,
         ack_policy: AckPolicy.Explicit,
@@ -124,8 +141,10 @@ export class CheckinConsumer {
         max_deliver: -1,
       });
     }
-    this.loop.start();
+    this.started = true;
   }
+
+  private started = false;
 
   async stop(): Promise<void> {
     await this.loop.stop();
@@ -138,20 +157,29 @@ export class CheckinConsumer {
    * and their writes and acks leave in few socket writes.
    */
   private async round(): Promise<void> {
-    this.consumer ??= await this.opts.js.consumers.get(STREAMS.checkins, HUB_CHECKIN_CONSUMER);
-    const iter = await this.consumer.fetch({
-      max_messages: FETCH_BATCH,
-      expires: 5_000,
-      idle_heartbeat: 1_000,
-    });
-    this.loop.track(iter);
+    if (this.consumer === undefined) {
+      await this.ensureConsumer();
+      this.consumer = await this.opts.js.consumers.get(STREAMS.checkins, HUB_CHECKIN_CONSUMER);
+    }
     let chunk: JsMsg[] = [];
-    for await (const m of iter) {
-      chunk.push(m);
-      if (chunk.length >= CHUNK_MAX || iter.getPending() === 0) {
-        await this.processChunk(chunk);
-        chunk = [];
+    try {
+      const iter = await this.consumer.fetch({
+        max_messages: FETCH_BATCH,
+        expires: 5_000,
+        idle_heartbeat: 1_000,
+      });
+      this.loop.track(iter);
+      for await (const m of iter) {
+        chunk.push(m);
+        if (chunk.length >= CHUNK_MAX || iter.getPending() === 0) {
+          await this.processChunk(chunk);
+          chunk = [];
+        }
       }
+    } catch (err: unknown) {
+      // The kept handle may name a consumer that is gone: look it up (or make it) again next round.
+      this.consumer = undefined;
+      throw err;
     }
     if (chunk.length > 0) await this.processChunk(chunk);
   }

@@ -319,3 +319,23 @@ test('kill -9 of the hub in the middle of a backlog: after a restart every ticke
     );
   }
 });
+
+test('a check-in consumer deleted while the hub runs is made again, and check-ins after it are judged', async (t) => {
+  const env = await setUp(t);
+  const { consumer, verdicts } = startConsumer(t, env);
+  await consumer.start();
+  const first = checkin('north', 'D1');
+  await publishCheckin(env.nc, first);
+  await waitFor(() => verdicts.get(first.id) === 'first_entry', { message: 'first judged' });
+  await env.jsm.consumers.delete(STREAMS.checkins, 'gs_hub_checkins');
+  const second = checkin('north', 'D2');
+  await publishCheckin(env.nc, second);
+  await waitFor(() => verdicts.get(second.id) === 'first_entry', {
+    timeoutMs: 20_000,
+    message: 'a check-in after the deletion is judged',
+  });
+  assert.equal((await entryOf(env, 'D2'))?.checkin_id, second.id);
+  // The new consumer started from the stream's beginning: the first check-in was judged again, harmlessly.
+  assert.equal((await entryOf(env, 'D1'))?.checkin_id, first.id);
+  assert.equal((await conflictsOf(env)).length, 0);
+});
