@@ -31,7 +31,14 @@ export async function spawnHub(opts: {
 }): Promise<HubProcess> {
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--import', 'tsx', join(REPO_ROOT, 'cli/gatesync.ts'), 'hub'],
+    [
+      // BENCH_HUB_NODE_ARGS: node flags for the hub child, e.g. --cpu-prof --cpu-prof-dir=bench-output
+      ...(process.env.BENCH_HUB_NODE_ARGS ?? '').split(/\s+/).filter(Boolean),
+      '--import',
+      'tsx',
+      join(REPO_ROOT, 'cli/gatesync.ts'),
+      'hub',
+    ],
     {
       cwd: REPO_ROOT,
       env: {
