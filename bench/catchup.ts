@@ -27,14 +27,14 @@
  * second harness proxy (the agent's path). Run twice before, between and after the rounds; the median is
  * the baseline.
  *
- * Environment (optional): BENCH_CHECKINS (10000 per round), BENCH_WINDOW (256, the baseline's; the
- * agent's is its default 256), BENCH_SCAN_CONCURRENCY (32), BENCH_LOG_LEVEL (the hub child's, default
- * info).
+ * Environment (optional): BENCH_CHECKINS (10000 per round), BENCH_WINDOW (the baseline's; by default
+ * the agent's own, OUTBOX_WINDOW = 1,024), BENCH_SCAN_CONCURRENCY (32), BENCH_LOG_LEVEL (the hub child's,
+ * default info).
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { toCheckinMessage } from '../gate-agent/outbox-publisher.ts';
+import { OUTBOX_WINDOW, toCheckinMessage } from '../gate-agent/outbox-publisher.ts';
 import { HUB_CHECKIN_CONSUMER } from '../hub/checkin-consumer.ts';
 import { encode } from '../shared/codec.ts';
 import { STREAMS, subjects } from '../shared/subjects.ts';
@@ -84,7 +84,8 @@ await runBench('bench:catchup', 170_000, async (cleanup) => {
   const m = machine();
   printMachine(m);
   const n = envInt('BENCH_CHECKINS', 10_000);
-  const window = envInt('BENCH_WINDOW', 256);
+  // The bare loop keeps as many publishes in flight as the agent's outbox does (OUTBOX_WINDOW).
+  const window = envInt('BENCH_WINDOW', OUTBOX_WINDOW);
   const scanConcurrency = envInt('BENCH_SCAN_CONCURRENCY', 32);
 
   const dir = await tmpDir('gs-bench-catchup-');
