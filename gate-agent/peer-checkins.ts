@@ -82,7 +82,8 @@ export class PeerCheckins {
       }
       // The position alone is written at most every 2 s: re-reading a few check-ins is harmless.
       const now = Date.now();
-      if ((m.info.pending === 0 || batch.length >= 500) && (batch.length > 0 || now - lastWrite > 2_000)) {
+      // `m.info` parses the ack subject: asked only when there is something to write (not for every echo).
+      if ((batch.length > 0 || now - lastWrite > 2_000) && (batch.length >= 500 || m.info.pending === 0)) {
         const applied = this.opts.store.applyVenueCheckins(STREAMS.checkins, batch, m.seq);
         this.opts.onApplied?.(applied);
         batch = [];
