@@ -19,9 +19,9 @@ import {
 import type { AgentMetrics } from './metrics.ts';
 import { AGENT_OPENAPI } from './openapi.ts';
 import { ScanRate } from './scan-rate.ts';
-import type { ScanService } from './scan-service.ts';
+import type { ScanResult, ScanService } from './scan-service.ts';
 import { registerStatusPage } from './status-page.ts';
-import type { ListedCheckin, StoredTicket } from './ticket-store.ts';
+import type { CheckinRecord, ListedCheckin, StoredTicket } from './ticket-store.ts';
 
 /** How many rejects GET /v1/status lists. */
 const RECENT_REJECTS = 10;
@@ -57,8 +57,13 @@ export interface AgentHttpOptions {
   scans: ScanService;
   scannerTokens: ReadonlyMap<string, string>;
   status: () => AgentStatusBase;
-  /** The newest rejected check-ins, newest first (TicketStore.recentRejects); none listed when absent. */
+  /**
+   * The newest rejected check-ins, newest first (TicketStore.recentRejects), read once; later rejects
+   * come from the scans this API answers. None listed when absent.
+   */
   recentRejects?: (limit: number) => (ListedCheckin & { holder: string | null })[];
+  /** Every check-in up to this seq is acknowledged by JetStream (the `sent` of a listed reject). */
+  sentThrough?: () => number;
   /** Why the agent is not ready (store closed, NATS not connected), or undefined when it is. */
   notReadyReason: () => string | undefined;
 }
@@ -69,7 +74,9 @@ declare module 'fastify' {
   }
 }
 
-function rejectView(c: ListedCheckin & { holder: string | null }): RecentReject {
+type KeptReject = CheckinRecord & { holder: string | null };
+
+function rejectView(c: KeptReject, sentThrough: number): RecentReject {
   return {
     checkin_id: c.id,
     seq: c.seq,
@@ -79,12 +86,35 @@ function rejectView(c: ListedCheckin & { holder: string | null }): RecentReject 
     holder: c.holder,
     scanner: c.scanner,
     direction: c.direction,
-    sent: c.sent,
+    sent: c.seq <= sentThrough,
   };
 }
 
+/**
+ * The last rejects the status page lists: read from the store at the first status request (a walk back
+ * over up to 10,000 check-ins), then kept from the scans answered here, so a status poll at a busy gate
+ * runs no query.
+ */
+class RecentRejects {
+  private list: KeptReject[] | undefined;
+
+  constructor(private readonly opts: AgentHttpOptions) {}
+
+  noteScan(r: ScanResult): void {
+    if (this.list === undefined || r.decision !== 'reject') return; // not loaded yet: the store has it
+    this.list.unshift({ ...r.record, holder: r.ticket?.holder ?? null });
+    if (this.list.length > RECENT_REJECTS) this.list.length = RECENT_REJECTS;
+  }
+
+  view(): RecentReject[] {
+    this.list ??= this.opts.recentRejects?.(RECENT_REJECTS) ?? [];
+    const through = this.opts.sentThrough?.() ?? 0;
+    return this.list.map((c) => rejectView(c, through));
+  }
+}
+
 /** The wiring's status plus what the status page shows: last sync, scan rate, last rejects. */
-function fullStatus(opts: AgentHttpOptions, rate: ScanRate): AgentStatus {
+function fullStatus(opts: AgentHttpOptions, rate: ScanRate, rejects: RecentRejects): AgentStatus {
   const base = opts.status();
   const now = Date.now();
   const lastSync = base.last_event.applied_at;
@@ -95,12 +125,13 @@ function fullStatus(opts: AgentHttpOptions, rate: ScanRate): AgentStatus {
     last_sync_age_ms: lastSync === null ? null : Math.max(0, now - Date.parse(lastSync)),
     scans_per_minute: minute.admit + minute.reject,
     scans_last_minute: minute,
-    recent_rejects: (opts.recentRejects?.(RECENT_REJECTS) ?? []).map(rejectView),
+    recent_rejects: rejects.view(),
   };
 }
 
 export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
   const rate = new ScanRate();
+  const rejects = new RecentRejects(opts);
   const app = createHttpServer({
     logger: opts.logger,
     bodyLimit: 16 * 1024,
@@ -149,6 +180,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
         });
         opts.metrics.decisions.inc({ decision: r.decision, reason: r.reason ?? '' });
         rate.record(r.decision);
+        rejects.noteScan(r);
         opts.metrics.scanLatency.observe((performance.now() - started) / 1000);
         return {
           decision: r.decision,
@@ -176,7 +208,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
       },
     );
 
-    api.get('/v1/status', async () => fullStatus(opts, rate));
+    api.get('/v1/status', async () => fullStatus(opts, rate, rejects));
 
     api.get('/metrics', async (_request, reply) =>
       reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics()),

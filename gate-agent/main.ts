@@ -138,6 +138,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     scannerTokens: config.scannerTokens,
     status,
     recentRejects: (limit) => store.recentRejects(limit),
+    sentThrough: () => store.sentThrough(),
     // Ready = store open and NATS connected. Not ready does not mean "do not scan": scans are answered
     // from the store while the link is down; /readyz tells an orchestrator the gate is cut off.
     notReadyReason: () =>

@@ -161,9 +161,6 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-/** Rejects kept in memory for the status page (it lists 10). */
-const RECENT_REJECTS_KEPT = 20;
-
 /** The columns of a check-in row, in CheckinRecord's shape (sent_at is a relic of schema 1 and 2). */
 const CHECKIN_COLUMNS = `seq, id, agent, venue, gate, ticket_id, direction, decision, reason, scanner, method,
   unsynced_ticket, scanned_at`;
@@ -416,12 +413,6 @@ export class TicketStore {
   /** Records a check-in and, for an admission, who is inside. Call inside a transaction for group commit. */
   recordCheckin(c: Omit<CheckinRecord, 'seq'>): number {
     const info = this.stmts.insertCheckin.run({ ...c, unsynced_ticket: c.unsynced_ticket ? 1 : 0 });
-    if (info.changes > 0 && c.decision === 'reject') {
-      const rec = { ...c, seq: Number(info.lastInsertRowid) };
-      // Inside a transaction the reject joins the list only if the transaction commits (transaction()).
-      if (this.transactionDepth > 0) this.uncommittedRejects.push(rec);
-      else this.rememberRejects([rec]);
-    }
     if (info.changes > 0 && c.decision === 'admit' && c.ticket_id !== null) {
       this.stmts.upsertPresence.run({
         ticket_id: c.ticket_id,
@@ -471,32 +462,7 @@ export class TicketStore {
 
   /** Runs `fn` in one transaction: one fsync for everything it writes (group commit). */
   transaction<T>(fn: () => T): T {
-    // Rejects recorded inside are listed only once the outermost transaction commits.
-    const outer = this.uncommittedRejects;
-    this.uncommittedRejects = [];
-    this.transactionDepth++;
-    try {
-      const result = this.db.transaction(fn)();
-      if (this.transactionDepth > 1) outer.push(...this.uncommittedRejects);
-      else this.rememberRejects(this.uncommittedRejects);
-      return result;
-    } finally {
-      this.transactionDepth--;
-      this.uncommittedRejects = outer;
-    }
-  }
-
-  private transactionDepth = 0;
-
-  /** The newest rejects, newest last, once loaded: the status page reads them without a query. */
-  private recentRejectList: CheckinRecord[] | undefined;
-  private uncommittedRejects: CheckinRecord[] = [];
-
-  private rememberRejects(recs: CheckinRecord[]): void {
-    if (this.recentRejectList === undefined || recs.length === 0) return; // loaded on first read
-    this.recentRejectList.push(...recs);
-    if (this.recentRejectList.length > RECENT_REJECTS_KEPT)
-      this.recentRejectList.splice(0, this.recentRejectList.length - RECENT_REJECTS_KEPT);
+    return this.db.transaction(fn)();
   }
 
   maxCheckinSeq(): number {
@@ -577,28 +543,9 @@ export class TicketStore {
   recentRejects(limit: number, window = 10_000): (ListedCheckin & { holder: string | null })[] {
     if (limit <= 0) return [];
     const through = this.sentThrough();
-    if (limit > RECENT_REJECTS_KEPT || window !== 10_000) {
-      return this.stmts.recentRejects
-        .all(this.maxCheckinSeq() - window, limit)
-        .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1, sent: r.seq <= through }));
-    }
-    // Read once from the table (a walk back over up to `window` rows), then kept as scans commit: the
-    // status page polls every few seconds at every gate, and the walk was a millisecond or two on the
-    // event loop each time at a busy gate.
-    this.recentRejectList ??= this.stmts.recentRejects
-      .all(this.maxCheckinSeq() - window, RECENT_REJECTS_KEPT)
-      .reverse()
-      .map(({ holder: _holder, ...r }) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1 }));
-    const oldest = this.maxCheckinSeq() - window;
-    return this.recentRejectList
-      .filter((r) => r.seq > oldest)
-      .slice(-limit)
-      .reverse()
-      .map((r) => ({
-        ...r,
-        sent: r.seq <= through,
-        holder: r.ticket_id === null ? null : (this.stmts.getTicket.get(r.ticket_id)?.holder ?? null),
-      }));
+    return this.stmts.recentRejects
+      .all(this.maxCheckinSeq() - window, limit)
+      .map((r) => ({ ...r, unsynced_ticket: r.unsynced_ticket === 1, sent: r.seq <= through }));
   }
 
   /**
