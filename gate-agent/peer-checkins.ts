@@ -11,7 +11,7 @@ import { DeliverPolicy, type JetStreamClient } from '@nats-io/jetstream';
 import { type CheckinMessage, decodeCheckin } from '../shared/checkins.ts';
 import type { Logger } from '../shared/logger.ts';
 import { RetryLoop } from '../shared/retry-loop.ts';
-import { STREAMS, subjects } from '../shared/subjects.ts';
+import { checkinSubjectTail, STREAMS, subjects } from '../shared/subjects.ts';
 import type { TicketStore } from './ticket-store.ts';
 
 export interface PeerCheckinsOptions {
@@ -70,9 +70,8 @@ export class PeerCheckins {
         // This gate's own check-ins come back too; those its store holds change nothing, and are skipped
         // by the subject (gs.chk.<venue>.<agent>.<id>) before any decoding: the ones this process sent
         // by memory, older ones by a look-up in the store (which holds none of the other gates').
-        const idAt = m.subject.lastIndexOf('.');
-        const id = m.subject.slice(idAt + 1);
-        const own = m.subject.slice(m.subject.lastIndexOf('.', idAt - 1) + 1, idAt) === this.opts.agent;
+        const { agent, id } = checkinSubjectTail(m.subject);
+        const own = agent === this.opts.agent;
         if (!own || !((this.opts.publishedHere?.(id) ?? false) || this.opts.store.hasCheckin(id))) {
           const c = decodeCheckin(m.data);
           if (c.decision === 'admit' && c.id === id) batch.push(c);

@@ -84,6 +84,16 @@ export function parseTicketSubject(subject: string): { venue: string; ticket: st
   return { venue: parts[2] as string, ticket: parts[3] as string };
 }
 
+/**
+ * The agent and check-in id of `gs.chk.<venue>.<agent>.<id>`, read from the end of the subject without
+ * splitting it (the venue reader does this for every check-in of its venue).
+ */
+export function checkinSubjectTail(subject: string): { agent: string; id: string } {
+  const idAt = subject.lastIndexOf('.');
+  const agentAt = subject.lastIndexOf('.', idAt - 1);
+  return { agent: subject.slice(agentAt + 1, idAt), id: subject.slice(idAt + 1) };
+}
+
 /** The durable ticket consumer of one agent on GS_TICKETS. */
 export function agentConsumerName(venue: string, agent: string): string {
   return `gs_agent_${assertId(venue, 'venue')}_${assertId(agent, 'agent id')}`;

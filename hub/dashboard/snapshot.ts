@@ -16,6 +16,7 @@ import { type AgentBoard, type AgentView, SCAN_WINDOW_MS, syncPending } from '..
 import { readPage } from '../venue-queries.ts';
 import type { Webhooks } from '../webhooks/index.ts';
 import type { AttemptRecord } from '../webhooks/model.ts';
+import type { EndpointHealth } from '../webhooks/worker.ts';
 
 /** Milliseconds a computed snapshot is reused. */
 export const SNAPSHOT_TTL_MS = 1_000;
@@ -56,19 +57,8 @@ export interface EndpointRow {
   disabled_reason: string | null;
   failing_since: string | null;
   queued: number | null;
-  health: {
-    in_flight: number;
-    breaker: string;
-    attempts: number;
-    succeeded: number;
-    failed: number;
-    success_rate: number | null;
-    latency_p50_ms: number | null;
-    latency_p95_ms: number | null;
-    last_error: string | null;
-    last_error_at: string | null;
-    last_attempt_at: string | null;
-  } | null;
+  /** As the webhook worker reports it (GET /v1/webhooks/health). */
+  health: EndpointHealth | null;
   state: 'disabled' | 'failing' | 'degraded' | 'healthy' | 'idle';
 }
 
