@@ -245,3 +245,66 @@ test('recent rejects: newest first, kept as scans commit, a rolled-back group li
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('ticket store: who is inside is rebuilt at open from own check-ins and other gates, and a rolled-back group leaves it as it was', async (t) => {
+  const dir = await tmpDir('gs-store-');
+  const path = join(dir, 's.db');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const base = {
+    agent: 'a',
+    venue: 'v',
+    gate: 'g',
+    reason: null,
+    scanner: 's',
+    method: 'qr' as const,
+    unsynced_ticket: false,
+    decision: 'admit' as const,
+  };
+  const first = new TicketStore(path);
+  first.transaction(() => {
+    first.recordCheckin({ ...base, id: 'c1', ticket_id: 'own-in', direction: 'in', scanned_at: 10 });
+    first.recordCheckin({ ...base, id: 'c2', ticket_id: 'own-out', direction: 'in', scanned_at: 10 });
+    first.recordCheckin({ ...base, id: 'c3', ticket_id: 'own-out', direction: 'out', scanned_at: 11 });
+    // This gate let `both` in at 20; another gate saw it leave at 30 (below).
+    first.recordCheckin({ ...base, id: 'c4', ticket_id: 'both', direction: 'in', scanned_at: 20 });
+  });
+  const peer = (id: string, ticket_id: string, direction: 'in' | 'out', scanned_at: number) => ({
+    id,
+    ticket_id,
+    direction,
+    decision: 'admit' as const,
+    scanned_at,
+  });
+  assert.equal(
+    first.applyVenueCheckins(
+      'GS_CHECKINS',
+      [peer('p1', 'peer-in', 'in', 5), peer('p2', 'both', 'out', 30)],
+      2,
+    ),
+    2,
+  );
+  // A group that fails half-way changes neither the file nor who is inside.
+  assert.throws(() =>
+    first.transaction(() => {
+      first.recordCheckin({ ...base, id: 'c5', ticket_id: 'own-out', direction: 'in', scanned_at: 40 });
+      first.recordCheckin({ ...base, id: 'c6', ticket_id: 'fresh', direction: 'in', scanned_at: 40 });
+      throw new Error('disk full');
+    }),
+  );
+  // `inside` follows the newest admission whatever order they arrive in; `entries` counts the
+  // admissions applied as newest, so it is only exact when they arrive in order (not compared here).
+  const expected = { 'own-in': true, 'own-out': false, both: false, 'peer-in': true, fresh: undefined };
+  const view = (s: TicketStore) =>
+    Object.fromEntries(Object.keys(expected).map((id) => [id, s.getPresence(id)?.inside]));
+  assert.deepEqual(view(first), expected);
+  assert.equal(first.getPresence('own-out')?.entries, 1);
+  assert.equal(first.checkinCount(), 4);
+  first.close();
+
+  const reopened = new TicketStore(path);
+  t.after(() => reopened.close());
+  assert.deepEqual(view(reopened), expected, 'the same after a restart');
+  // The presence table holds only what other gates told this one: own admissions are not written there.
+  const rows = reopened.db.prepare('SELECT ticket_id FROM presence ORDER BY ticket_id').all();
+  assert.deepEqual(rows, [{ ticket_id: 'both' }, { ticket_id: 'peer-in' }]);
+});
