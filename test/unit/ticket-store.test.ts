@@ -74,6 +74,22 @@ test('ticket store: stale revisions never overwrite newer ones, and re-applied p
   const again = new TicketStore(path);
   t.after(() => again.close());
   assert.equal(again.syncPosition('S').lastSeq, 3);
+  assert.deepEqual(
+    [again.getTicket('a')?.rev, again.getTicket('a')?.status, again.getTicket('a')?.gates],
+    [3, 'revoked', []],
+    'the tickets are read back at open',
+  );
+  // Tickets applied in a transaction that rolls back are neither stored nor answered from memory.
+  assert.throws(() =>
+    again.transaction(() => {
+      again.applyTicketEvents('S', [{ seq: 4, event: ev('c', 1) }], 4);
+      again.applyTicketEvents('S', [{ seq: 5, event: ev('a', 4) }], 5);
+      throw new Error('rolled back');
+    }),
+  );
+  assert.equal(again.getTicket('c'), undefined);
+  assert.equal(again.getTicket('a')?.rev, 3);
+  assert.equal(again.syncPosition('S').lastSeq, 3);
   assert.equal(again.ticketCount(), 1);
 });
 
