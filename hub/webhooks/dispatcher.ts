@@ -44,8 +44,21 @@ export interface DispatcherOptions {
   maxPayloadBytes: number;
 }
 
+/** What the dispatcher asks of an endpoint's worker (worker.ts): a direct first attempt, and notice of a queued one. */
+export interface DirectWorker {
+  offer(d: Delivery): Promise<boolean> | false;
+  noteQueued(d: Delivery): void;
+}
+
 export class Dispatcher {
+  private workers: (endpointId: string) => DirectWorker | undefined = () => undefined;
+
   constructor(private readonly opts: DispatcherOptions) {}
+
+  /** Where the running workers are found, for direct first attempts. */
+  useWorkers(lookup: (endpointId: string) => DirectWorker | undefined): void {
+    this.workers = lookup;
+  }
 
   /** True when some enabled endpoint subscribes to one of `types`. */
   wanted(types: readonly EventType[]): boolean {
@@ -101,6 +114,42 @@ export class Dispatcher {
     return targets.length;
   }
 
+  /**
+   * As `publish`, for a message whose cause is held unacked by its caller (a stream source): each
+   * endpoint's first attempt is offered to its worker directly, and queued in GS_WEBHOOKS only when the
+   * worker refuses it or hands it back. Resolves once, for every endpoint, the first attempt succeeded or
+   * what comes next (its retry, its dead letter, or the first attempt itself) is stored, and the message
+   * is stored in GS_WH_MESSAGES; only then may the caller ack the cause. Rejects when something could
+   * not be stored: the cause is then processed again, and what was sent directly is sent again with the
+   * same webhook-id.
+   */
+  async dispatch(m: WebhookMessage): Promise<number> {
+    const work: Promise<unknown>[] = [];
+    for (const e of this.opts.store.unordered()) {
+      if (e.disabled || !subscribes(e, m)) continue;
+      const d: Delivery = {
+        v: 1,
+        message: m,
+        endpoint_id: e.id,
+        chain: `${m.id}.${e.id}`,
+        attempt: 1,
+        due_at: 0,
+        trigger: 'event',
+      };
+      const direct = this.workers(e.id)?.offer(d) ?? false;
+      work.push(
+        direct === false
+          ? this.queueDelivery(d)
+          : direct.then((done) => (done ? undefined : this.queueDelivery(d))),
+      );
+    }
+    if (work.length === 0) return 0;
+    work.push(this.storeMessage(m));
+    await Promise.all(work);
+    this.opts.metrics.webhookMessages.inc({ type: m.type }, 1);
+    return work.length - 1;
+  }
+
   async storeMessage(m: WebhookMessage): Promise<void> {
     await this.opts.acks.publishStored(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
   }
@@ -123,7 +172,13 @@ export class Dispatcher {
       due_at: at.dueAt,
       trigger: at.trigger,
     };
-    const msgID = `${chain}.${at.attempt}`;
-    await this.opts.acks.publishStored(subjects.delivery(endpointId), JSON.stringify(d), { msgID });
+    await this.queueDelivery(d);
+  }
+
+  private async queueDelivery(d: Delivery): Promise<void> {
+    this.workers(d.endpoint_id)?.noteQueued(d);
+    await this.opts.acks.publishStored(subjects.delivery(d.endpoint_id), JSON.stringify(d), {
+      msgID: `${d.chain}.${d.attempt}`,
+    });
   }
 }

@@ -65,6 +65,7 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
   const sender = new WebhookSender(settings, opts.resolver);
   const queries = new WebhookQueries(js, jsm, dispatcher, logger);
   const workers = new Map<string, EndpointWorker>();
+  dispatcher.useWorkers((id) => workers.get(id));
   let stopping = false;
 
   const operational = (build: () => Parameters<Dispatcher['message']>[0], except: string) => {

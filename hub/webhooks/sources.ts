@@ -27,8 +27,19 @@ import type { AgentBoard } from '../agent-board.ts';
 import type { HubMetrics } from '../metrics.ts';
 import { type Dispatcher, derivedMessageId } from './dispatcher.ts';
 import type { EventType, WebhookMessage } from './model.ts';
+import { inNextTurn } from './next-turn.ts';
 
 const NANOS_PER_MS = 1_000_000;
+/** Events per pull. */
+const FETCH_BATCH = 256;
+/**
+ * Most events in progress at once (being sent directly, queued, or waiting behind their ticket's earlier
+ * event); the reader waits for room before taking more. Bounds what a slow endpoint can hold: its own
+ * concurrency in flight plus what waits DIRECT_WAIT_MS (worker.ts) for its slots.
+ */
+const WINDOW = 256;
+/** An event in progress this long tells the server it is alive (ack_wait is 30 s). */
+const KEEP_ALIVE_MS = 4_000;
 const iso = (ms: number) => new Date(ms).toISOString();
 
 interface SourceSpec {
@@ -47,6 +58,16 @@ export class StreamSource {
   private idled = false;
   private stopping = false;
   private changes: Promise<void> = Promise.resolve();
+  /** Events being processed, with when they last told the server they are alive. */
+  private readonly held = new Map<JsMsg, number>();
+  /** Events fetched in this turn, taken together in the next. */
+  private arrived: JsMsg[] = [];
+  /** The last event in progress of each ticket (order key): resolves true once it settled well. */
+  private readonly tails = new Map<string, Promise<boolean>>();
+  /** The reader, waiting for the number of events in progress to fall under WINDOW. */
+  private space: (() => void) | undefined;
+  private onIdle: (() => void) | undefined;
+  private keepAlive: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly spec: SourceSpec,
@@ -61,6 +82,8 @@ export class StreamSource {
 
   async start(): Promise<void> {
     await this.ensureConsumer(false);
+    this.keepAlive = setInterval(() => this.keepHeldAlive(), 1_000);
+    this.keepAlive.unref();
     this.idled = !this.deps.dispatcher.wanted(this.spec.types);
     await this.refresh();
   }
@@ -132,6 +155,11 @@ export class StreamSource {
     await this.changes;
     await this.loop?.stop();
     this.loop = undefined;
+    // What is in progress settles (and is acked) before the source counts as stopped.
+    if (this.held.size > 0) await new Promise<void>((resolve) => (this.onIdle = resolve));
+    if (this.keepAlive !== undefined) clearInterval(this.keepAlive);
+    this.keepAlive = undefined;
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   private async round(loop: RetryLoop): Promise<void> {
@@ -139,16 +167,17 @@ export class StreamSource {
     // Idle heartbeats every 500 ms: a fetch the server has stopped serving is given up after two missed
     // ones (1 s), not 2 s. bench:e2e caught such a fetch twice (after a bench that deleted a large store):
     // no message and no heartbeat for 2 s while check-ins kept arriving, then a retry after a back-off.
-    const iter = await consumer.fetch({ max_messages: 256, expires: 5_000, idle_heartbeat: 500 });
+    const iter = await consumer.fetch({ max_messages: FETCH_BATCH, expires: 5_000, idle_heartbeat: 500 });
     loop.track(iter);
-    let chunk: JsMsg[] = [];
     try {
       for await (const m of iter) {
-        chunk.push(m);
-        if (chunk.length >= 128 || m.info.pending === 0) {
-          await this.processChunk(chunk);
-          chunk = [];
+        if (this.held.size + this.arrived.length >= WINDOW) {
+          await new Promise<void>((resolve) => (this.space = resolve));
         }
+        // Taken together in the next turn: the iterator yields one event per microtask, and nats.js
+        // flushes its buffer on a microtask, so publishes made here would cost a socket write each.
+        if (this.arrived.length === 0) setImmediate(() => this.takeArrived());
+        this.arrived.push(m);
       }
     } catch (err: unknown) {
       // Missed heartbeats end this fetch, not the reader: the next round starts at once, no back-off.
@@ -158,61 +187,77 @@ export class StreamSource {
         'webhook source fetch went silent; fetching again',
       );
     }
-    if (chunk.length > 0) await this.processChunk(chunk);
   }
 
-  /** Different tickets in parallel; one ticket's events queued in stream order. */
-  private async processChunk(chunk: JsMsg[]): Promise<void> {
-    if (!this.deps.dispatcher.wanted(this.spec.types)) {
-      // Nobody subscribes: decoding and building messages would be work for nothing.
-      for (const m of chunk) m.ack();
+  private takeArrived(): void {
+    for (const m of this.arrived.splice(0)) this.take(m);
+  }
+
+  /**
+   * Starts processing one event, not waiting for it: its webhook message goes to every subscribed
+   * endpoint (a direct first attempt or a queued delivery, see Dispatcher.dispatch) and the event is
+   * acked once all of it is settled. Different tickets go in parallel; one ticket's events one after the
+   * other, in stream order, and when one fails the ticket's later ones are put back with it, so they
+   * cannot overtake it.
+   */
+  private take(m: JsMsg): void {
+    let msg: WebhookMessage | null;
+    try {
+      msg = this.spec.toMessage(m);
+    } catch (err: unknown) {
+      // Oversized or undecodable: refused (counted by the dispatcher or here), never retried forever.
+      this.deps.logger.warn(
+        { err: errorMessage(err), subject: m.subject, seq: m.seq },
+        'event not turned into a webhook message',
+      );
+      if (!(err instanceof Error && 'code' in err && err.code === 'payload_too_large')) {
+        this.deps.metrics.webhookEventsRefused.inc({ reason: 'malformed' });
+      }
+      m.term();
       return;
     }
-    const groups = new Map<string, { m: JsMsg; msg: WebhookMessage | null }[]>();
-    for (const m of chunk) {
-      let msg: WebhookMessage | null;
-      try {
-        msg = this.spec.toMessage(m);
-      } catch (err: unknown) {
-        // Oversized or undecodable: refused (counted by the dispatcher or here), never retried forever.
-        this.deps.logger.warn(
-          { err: errorMessage(err), subject: m.subject, seq: m.seq },
-          'event not turned into a webhook message',
-        );
-        if (!(err instanceof Error && 'code' in err && err.code === 'payload_too_large')) {
-          this.deps.metrics.webhookEventsRefused.inc({ reason: 'malformed' });
-        }
-        m.term();
-        continue;
-      }
-      const key = msg?.order_key ?? m.subject;
-      const list = groups.get(key) ?? [];
-      list.push({ m, msg });
-      groups.set(key, list);
+    if (msg === null) {
+      inNextTurn(() => m.ack());
+      return;
     }
-    // Acked together once the whole chunk is queued: one socket write for the chunk's acks instead of one
-    // per arriving batch of PubAcks. A crash before the acks re-queues the chunk under the same
-    // Nats-Msg-Ids, which GS_WEBHOOKS drops as duplicates.
-    const done: JsMsg[] = [];
-    await Promise.all(
-      [...groups.values()].map(async (list) => {
-        for (const [i, { m, msg }] of list.entries()) {
-          try {
-            if (msg !== null) await this.deps.dispatcher.publish(msg);
-            done.push(m);
-          } catch (err: unknown) {
-            this.deps.logger.warn(
-              { err: errorMessage(err), seq: m.seq },
-              'webhook fan-out failed; will retry',
-            );
-            // This ticket's later events wait for it: queued now, they would overtake it.
-            for (const later of list.slice(i)) later.m.nak(1_000);
-            return;
-          }
+    const key = msg.order_key ?? m.subject;
+    const previous = this.tails.get(key);
+    this.held.set(m, Date.now());
+    let run: Promise<boolean> | undefined;
+    run = (async () => {
+      try {
+        if (previous !== undefined && !(await previous)) {
+          m.nak(1_000); // an earlier event of this ticket failed: this one goes back with it
+          return false;
         }
-      }),
-    );
-    for (const m of done) m.ack();
+        await this.deps.dispatcher.dispatch(msg);
+        // Acks of everything settled in one turn leave in one socket write.
+        inNextTurn(() => m.ack());
+        return true;
+      } catch (err: unknown) {
+        this.deps.logger.warn({ err: errorMessage(err), seq: m.seq }, 'webhook fan-out failed; will retry');
+        m.nak(1_000);
+        return false;
+      } finally {
+        this.held.delete(m);
+        if (this.tails.get(key) === run) this.tails.delete(key);
+        const space = this.space;
+        this.space = undefined;
+        space?.();
+        if (this.held.size === 0) this.onIdle?.();
+      }
+    })();
+    this.tails.set(key, run);
+  }
+
+  /** Events held longer than KEEP_ALIVE_MS (a slow receiver, a ticket's earlier event) tell the server. */
+  private keepHeldAlive(): void {
+    const now = Date.now();
+    for (const [m, since] of this.held) {
+      if (now - since < KEEP_ALIVE_MS) continue;
+      m.working();
+      this.held.set(m, now);
+    }
   }
 }
 

@@ -35,6 +35,7 @@ import type { Dispatcher } from './dispatcher.ts';
 import { messageBody } from './dispatcher.ts';
 import type { EndpointStore } from './endpoints.ts';
 import type { AttemptRecord, DeadLetter, Delivery, EndpointRecord } from './model.ts';
+import { inNextTurn } from './next-turn.ts';
 import { type BreakerState, CircuitBreaker, TokenBucket } from './rate-limiter.ts';
 import { planNext } from './retry-policy.ts';
 import { activeSecrets, webhookHeaders } from './secrets.ts';
@@ -53,23 +54,23 @@ const KEEP_ALIVE_SWEEP_MS = 1_000;
 const MAX_ACK_PENDING = 10_000;
 /** Recent attempts kept in memory per endpoint for the dashboard's success rate and latency. */
 const STATS_WINDOW = 500;
-
 /**
- * Acks and attempt-log lines of every attempt that finishes in one turn of the event loop, published
- * together. nats.js writes its buffer to the socket once per run of microtasks, and each attempt finishes
- * on a socket read of its own, so an ack and a log line published at once cost a write system call per
- * attempt (a fifth of the hub's busy time in a profile of bench:webhooks). Deferred to setImmediate, those
- * of all the attempts whose responses were read in the same poll phase leave in one write. A deferred ack
- * is still sent before its attempt's log line, and no later than the next turn.
+ * Most milliseconds a direct first attempt waits for a free slot. When the oldest one waiting has waited
+ * this long, it and every other one waiting are handed back to be queued in GS_WEBHOOKS, and the endpoint
+ * gets no direct attempt for as long again: a slow endpoint gets its events through its queue and holds
+ * the source for no longer than this at a time. Waiting is otherwise unbounded in number (the source's
+ * window bounds it), so that a fast endpoint under a burst keeps every event on the direct path.
  */
-const nextTurn: (() => void)[] = [];
-function inNextTurn(fn: () => void): void {
-  if (nextTurn.length === 0) setImmediate(runNextTurn);
-  nextTurn.push(fn);
-}
-function runNextTurn(): void {
-  for (const fn of nextTurn.splice(0)) fn();
-}
+const DIRECT_WAIT_MS = 1_000;
+/** A full endpoint that has freed no slot for this long is stuck: its events go to its queue. */
+const STUCK_MS = 2_000;
+/** Milliseconds between checks of waiting direct attempts against DIRECT_WAIT_MS. */
+const DIRECT_SWEEP_MS = 50;
+/**
+ * After this long without taking a message from its queue while it had free slots, the worker forgets
+ * the queued deliveries it has not seen (another hub process took them).
+ */
+const UNSEEN_FORGET_MS = 10_000;
 
 export function endpointConsumerName(endpointId: string): string {
   return `gs_wh_${endpointId}`;
@@ -112,6 +113,24 @@ function quantile(sorted: number[], q: number): number | null {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? null;
 }
 
+/**
+ * What an attempt settles when it ends: the GS_WEBHOOKS message it came from, or, for a direct first
+ * attempt, the dispatcher's hand-back (ack: done; nak: not done, queue it; term: nothing to send).
+ */
+interface Hold {
+  ack(): void;
+  nak(millis?: number): void;
+  term(): void;
+}
+
+/** Waiting for a free slot: the worker's own queue (never expires) or a direct first attempt (expires). */
+interface SlotWaiter {
+  /** true: the slot is yours (a direct waiter takes it at once); false: give up (direct only). */
+  grant(ok: boolean): void;
+  direct: boolean;
+  since: number;
+}
+
 export class EndpointWorker {
   private readonly loop: RetryLoop;
   private readonly pause = new Pause();
@@ -119,13 +138,29 @@ export class EndpointWorker {
   private bucket: TokenBucket | undefined;
   private bucketRate: number | null = null;
   private inFlight = 0;
-  private readonly slotWaiters: (() => void)[] = [];
+  private readonly slotWaiters: SlotWaiter[] = [];
+  private directWaiting = 0;
+  private directSweep: NodeJS.Timeout | undefined;
   private readonly orderTails = new Map<string, Promise<void>>();
+  /**
+   * Per order key (ticket), deliveries this process queued to the endpoint that the worker has not yet
+   * taken from its queue: a direct attempt of that ticket would overtake them.
+   */
+  private readonly unseen = new Map<string, number>();
+  /** Messages queued before the worker started and not yet taken: no direct attempt may overtake them. */
+  private backlog = 0;
+  private lastTaken = Date.now();
+  /** When a slot was last freed: a full endpoint that frees none for DIRECT_WAIT_MS is stuck. */
+  private lastRelease = Date.now();
+  /** Until then direct attempts are refused: one waited in vain for a slot. */
+  private slowUntil = 0;
+  private started = false;
   private readonly recent: { ok: boolean; ms: number }[] = [];
   private lastError: string | null = null;
   private lastErrorAt: string | null = null;
   private lastAttemptAt: string | null = null;
-  private readonly running = new Set<Promise<void>>();
+  private running = 0;
+  private onIdle: (() => void) | undefined;
   private consumer: Consumer | undefined;
   /** Messages taken and not yet settled, with when they last told the server they are alive. */
   private readonly taken = new Map<JsMsg, number>();
@@ -156,18 +191,27 @@ export class EndpointWorker {
   }
 
   async start(): Promise<void> {
-    await ensureEndpointConsumer(this.deps.jsm, this.endpointId, this.deps.sender.attemptDeadlineMs);
+    // What is queued already (after a restart, say) goes first: no direct attempt until it is taken.
+    this.backlog = await ensureEndpointConsumer(
+      this.deps.jsm,
+      this.endpointId,
+      this.deps.sender.attemptDeadlineMs,
+    );
     // One timer for the worker, not one per message.
     this.keepAlive = setInterval(() => this.keepTakenAlive(), KEEP_ALIVE_SWEEP_MS);
     this.keepAlive.unref();
+    this.started = true;
     this.loop.start();
   }
 
   async stop(): Promise<void> {
     this.pause.interrupt();
-    for (const w of this.slotWaiters.splice(0)) w();
+    for (const w of this.slotWaiters.splice(0)) w.grant(false);
+    this.directWaiting = 0;
     await this.loop.stop();
-    await Promise.allSettled([...this.running]);
+    if (this.running > 0) await new Promise<void>((resolve) => (this.onIdle = resolve));
+    if (this.directSweep !== undefined) clearInterval(this.directSweep);
+    this.directSweep = undefined;
     if (this.keepAlive !== undefined) clearInterval(this.keepAlive);
     this.keepAlive = undefined;
     // The last acks and log lines deferred to the next turn go out before the worker counts as stopped.
@@ -181,6 +225,110 @@ export class EndpointWorker {
       m.working();
       this.taken.set(m, now);
     }
+    // Queued deliveries that another hub process took are never seen here: forget them once the
+    // queue has been quiet for a while with slots free.
+    if (
+      (this.unseen.size > 0 || this.backlog > 0) &&
+      this.inFlight < this.concurrency &&
+      now - this.lastTaken > UNSEEN_FORGET_MS
+    ) {
+      this.unseen.clear();
+      this.backlog = 0;
+    }
+  }
+
+  /**
+   * The dispatcher queued a delivery to this endpoint: until the worker takes it, no direct attempt of
+   * the same ticket is made.
+   */
+  noteQueued(d: Delivery): void {
+    const key = d.message.order_key;
+    if (key !== null) this.unseen.set(key, (this.unseen.get(key) ?? 0) + 1);
+  }
+
+  private taken1(d: Delivery): void {
+    const key = d.message.order_key;
+    if (key === null) return;
+    const n = this.unseen.get(key);
+    if (n === undefined) return;
+    if (n <= 1) this.unseen.delete(key);
+    else this.unseen.set(key, n - 1);
+  }
+
+  /**
+   * A direct first attempt of `d` (attempt 1 of an event), made by this worker without going through
+   * GS_WEBHOOKS. Refused (false: queue it) unless the endpoint is running and enabled, has no rate limit,
+   * a closed breaker, nothing queued that this worker has not taken yet, and no attempt of the same
+   * ticket in progress. Otherwise resolves true once the attempt succeeded or its retry or dead letter is
+   * stored, false when it was handed back to be queued (no slot within DIRECT_WAIT_MS, the endpoint
+   * changed meanwhile), and rejects when neither could be done.
+   */
+  offer(d: Delivery): Promise<boolean> | false {
+    if (!this.directOpen(d)) return false;
+    if (this.inFlight < this.concurrency && this.slotWaiters.length === 0) return this.direct(d);
+    return new Promise<boolean>((resolve, reject) => {
+      this.directWaiting++;
+      this.slotWaiters.push({
+        direct: true,
+        since: Date.now(),
+        grant: (ok) => {
+          if (!ok || !this.directOpen(d)) {
+            if (ok) this.wakeNext(); // granted but no longer wanted: pass the slot on
+            resolve(false);
+            return;
+          }
+          this.direct(d).then(resolve, reject);
+        },
+      });
+      if (this.directSweep === undefined) {
+        this.directSweep = setInterval(() => this.expireDirect(), DIRECT_SWEEP_MS);
+        this.directSweep.unref();
+      }
+    });
+  }
+
+  private directOpen(d: Delivery): boolean {
+    if (!this.started || this.loop.stopping || this.backlog > 0) return false;
+    const e = this.endpoint;
+    if (e === undefined || e.disabled || e.rate_limit !== null) return false;
+    const now = Date.now();
+    if (now < this.slowUntil) return false;
+    // Every slot taken and none freed for a while: a stuck endpoint, whose events go to its queue.
+    if (this.inFlight >= this.concurrency && now - this.lastRelease > STUCK_MS) return false;
+    if (this.breaker.state(now) !== 'closed') return false;
+    const key = d.message.order_key;
+    return key === null || (!this.orderTails.has(key) && !this.unseen.has(key));
+  }
+
+  /** A direct attempt waited too long for a slot: it and every other one waiting are handed back. */
+  private expireDirect(): void {
+    const now = Date.now();
+    const oldest = this.slotWaiters.find((w) => w.direct);
+    if (oldest !== undefined && now - oldest.since > DIRECT_WAIT_MS) {
+      this.slowUntil = now + DIRECT_WAIT_MS;
+      const direct = this.slotWaiters.filter((w) => w.direct);
+      const rest = this.slotWaiters.filter((w) => !w.direct);
+      this.slotWaiters.length = 0;
+      this.slotWaiters.push(...rest);
+      this.directWaiting = 0;
+      for (const w of direct) w.grant(false);
+    }
+    if (this.directWaiting === 0 && this.directSweep !== undefined) {
+      clearInterval(this.directSweep);
+      this.directSweep = undefined;
+    }
+  }
+
+  /** Starts a direct attempt in a slot now; settles as `offer` says. */
+  private direct(d: Delivery): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const hold: Hold = {
+        ack: () => resolve(true),
+        term: () => resolve(true),
+        nak: () => resolve(false),
+      };
+      this.attempt(hold, d, undefined);
+    });
   }
 
   health(): EndpointHealth {
@@ -203,14 +351,24 @@ export class EndpointWorker {
 
   private async waitForSlot(): Promise<void> {
     while (this.inFlight >= this.concurrency && !this.loop.stopping) {
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+      await new Promise<boolean>((resolve) =>
+        this.slotWaiters.push({ grant: resolve, direct: false, since: 0 }),
+      );
     }
   }
 
   private releaseSlot(): void {
     this.inFlight--;
+    this.lastRelease = Date.now();
     this.deps.metrics.webhookInFlight.dec();
-    this.slotWaiters.shift()?.();
+    this.wakeNext();
+  }
+
+  private wakeNext(): void {
+    const next = this.slotWaiters.shift();
+    if (next === undefined) return;
+    if (next.direct) this.directWaiting--;
+    next.grant(true);
   }
 
   /**
@@ -239,6 +397,8 @@ export class EndpointWorker {
     this.loop.track(iter);
     try {
       for await (const m of iter) {
+        if (this.backlog > 0) this.backlog = m.info.pending === 0 ? 0 : this.backlog - 1;
+        this.lastTaken = Date.now();
         await this.waitForSlot();
         await this.waitForBreaker(m);
         if (this.loop.stopping) {
@@ -274,42 +434,46 @@ export class EndpointWorker {
       m.term();
       return;
     }
+    this.taken1(d);
     const wait = d.due_at - Date.now();
     if (wait > 0) {
       m.nak(wait);
       return;
     }
-    this.inFlight++;
-    this.deps.metrics.webhookInFlight.inc();
-    const key = d.message.order_key;
-    const previous = key === null ? undefined : this.orderTails.get(key);
     // Waiting behind an earlier message of the same ticket, or for a token, must not let the server
     // think this hub died and hand the message to another: keepTakenAlive() covers it.
     this.taken.set(m, Date.now());
-    const done = (async (): Promise<AttemptRecord | undefined> => {
+    this.attempt(m, d, m);
+  }
+
+  /**
+   * Runs one attempt in a slot: after the same ticket's attempt in progress, if any. The attempt log is
+   * written after the slot is free: it is not part of the delivery.
+   */
+  private attempt(h: Hold, d: Delivery, m: JsMsg | undefined): void {
+    this.inFlight++;
+    this.running++;
+    this.deps.metrics.webhookInFlight.inc();
+    const key = d.message.order_key;
+    const previous = key === null ? undefined : this.orderTails.get(key);
+    let task: Promise<void> | undefined;
+    task = (async () => {
+      let attempt: AttemptRecord | undefined;
       try {
         if (previous !== undefined) await previous;
-        return await this.deliver(m, d);
+        attempt = await this.deliver(h, d);
       } catch (err: unknown) {
         this.deps.logger.warn({ err: errorMessage(err), message: d.message.id }, 'webhook delivery failed');
-        m.nak(1_000);
-        return undefined;
+        h.nak(1_000);
       } finally {
-        this.taken.delete(m);
+        if (m !== undefined) this.taken.delete(m);
+        if (key !== null && this.orderTails.get(key) === task) this.orderTails.delete(key);
         this.releaseSlot();
       }
+      if (attempt !== undefined) this.log(attempt);
+      if (--this.running === 0) this.onIdle?.();
     })();
-    const settled = done.then(() => undefined);
-    if (key !== null) {
-      this.orderTails.set(key, settled);
-      void settled.then(() => {
-        if (this.orderTails.get(key) === settled) this.orderTails.delete(key);
-      });
-    }
-    // The attempt log is written after the slot is free: it is not part of the delivery.
-    const run = done.then((attempt) => (attempt === undefined ? undefined : this.log(attempt)));
-    this.running.add(run);
-    void run.then(() => this.running.delete(run));
+    if (key !== null) this.orderTails.set(key, task);
   }
 
   /**
@@ -336,7 +500,7 @@ export class EndpointWorker {
   }
 
   /** Makes the attempt, acks or re-queues; returns the attempt to log, or undefined when none was made. */
-  private async deliver(m: JsMsg, d: Delivery): Promise<AttemptRecord | undefined> {
+  private async deliver(m: Hold, d: Delivery): Promise<AttemptRecord | undefined> {
     const endpoint = this.endpoint;
     if (endpoint === undefined) {
       m.term(); // deleted: its queue is purged
@@ -546,15 +710,16 @@ export class EndpointWorker {
   }
 }
 
-/** The endpoint's durable consumer, created if missing. */
+/** The endpoint's durable consumer, created if missing; resolves with the deliveries it holds. */
 export async function ensureEndpointConsumer(
   jsm: JetStreamManager,
   endpointId: string,
   attemptDeadlineMs: number,
-): Promise<void> {
+): Promise<number> {
   const name = endpointConsumerName(endpointId);
   try {
-    await jsm.consumers.info(STREAMS.webhooks, name);
+    const info = await jsm.consumers.info(STREAMS.webhooks, name);
+    return info.num_pending + info.num_ack_pending;
   } catch (err: unknown) {
     if (!(err instanceof JetStreamApiError && err.code === 10014)) throw err;
     await jsm.consumers.add(STREAMS.webhooks, {
@@ -568,5 +733,6 @@ export async function ensureEndpointConsumer(
       max_ack_pending: MAX_ACK_PENDING,
       max_deliver: -1,
     });
+    return 0;
   }
 }
