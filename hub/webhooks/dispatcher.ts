@@ -7,7 +7,7 @@
  * nothing twice inside the duplicate window. Message ids of events are derived from what caused them (the
  * check-in id, the ticket revision), so even a later re-send carries the same `webhook-id`.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { GatesyncError } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -19,13 +19,30 @@ import type { Delivery, EndpointRecord, EventType, WebhookMessage } from './mode
 
 /** A message id derived from what caused the event: the same cause gives the same `webhook-id`. */
 export function derivedMessageId(type: EventType, cause: string): string {
-  const digest = createHash('sha256').update(`${type}\u0000${cause}`).digest('base64url');
+  const digest = hash('sha256', `${type}\u0000${cause}`, 'base64url');
   return `msg_${digest.slice(0, 27)}`;
 }
 
+/**
+ * Bodies already serialised, by message: a message made here is serialised once for its size check, and
+ * its direct attempt, its stored copy and any attempt in this process reuse that string.
+ */
+const bodies = new WeakMap<WebhookMessage, string>();
+
 /** The JSON body receivers get: `{ type, timestamp, data }`. */
 export function messageBody(m: WebhookMessage): string {
-  return JSON.stringify({ type: m.type, timestamp: m.timestamp, data: m.data });
+  let body = bodies.get(m);
+  if (body === undefined) {
+    body = JSON.stringify({ type: m.type, timestamp: m.timestamp, data: m.data });
+    bodies.set(m, body);
+  }
+  return body;
+}
+
+/** The message as GS_WH_MESSAGES keeps it: every field of WebhookMessage, the body's written once. */
+export function storedMessage(m: WebhookMessage): string {
+  const head = `{"id":${JSON.stringify(m.id)},"venue":${JSON.stringify(m.venue)},"order_key":${JSON.stringify(m.order_key)},`;
+  return head + messageBody(m).slice(1);
 }
 
 export function subscribes(e: EndpointRecord, m: WebhookMessage): boolean {
@@ -151,7 +168,7 @@ export class Dispatcher {
   }
 
   async storeMessage(m: WebhookMessage): Promise<void> {
-    await this.opts.acks.publishStored(subjects.message(m.id), JSON.stringify(m), { msgID: m.id });
+    await this.opts.acks.publishStored(subjects.message(m.id), storedMessage(m), { msgID: m.id });
   }
 
   /** Queues one delivery of `m` to one endpoint. */

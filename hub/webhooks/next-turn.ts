@@ -5,13 +5,25 @@
  * profile of bench:webhooks). Deferred to setImmediate, those of everything that finished in the same poll
  * phase leave in one write. Functions run in the order they were deferred.
  */
-const queued: (() => void)[] = [];
+type Deferred = (() => void) | { ack(): void };
+let queued: Deferred[] = [];
 
 export function inNextTurn(fn: () => void): void {
   if (queued.length === 0) setImmediate(runQueued);
   queued.push(fn);
 }
 
+/** `m.ack()` in the next turn, in order with what `inNextTurn` deferred (no closure per message). */
+export function ackInNextTurn(m: { ack(): void }): void {
+  if (queued.length === 0) setImmediate(runQueued);
+  queued.push(m);
+}
+
 function runQueued(): void {
-  for (const fn of queued.splice(0)) fn();
+  const run = queued;
+  queued = [];
+  for (const d of run) {
+    if (typeof d === 'function') d();
+    else d.ack();
+  }
 }

@@ -12,7 +12,7 @@ import { type Resolver, safeConnector } from './ssrf.ts';
 
 export interface SendInput {
   url: string;
-  headers: Record<string, string>;
+  headers: Readonly<Record<string, string>>;
   body: string;
 }
 
@@ -27,6 +27,13 @@ export interface SendResult {
 }
 
 const USER_AGENT = 'gatesync-webhooks/0.1 (+https://github.com/gatesync)';
+
+/** The request's headers as undici's flat list of names and values (no object spread per request). */
+function headerList(extra: Readonly<Record<string, string>>): string[] {
+  const list = ['content-type', 'application/json', 'user-agent', USER_AGENT];
+  for (const name in extra) list.push(name, extra[name] as string);
+  return list;
+}
 
 /** A network error's code: undici's own (UND_ERR_*) or the system's (ECONNREFUSED), found on the cause. */
 function errorCode(err: unknown): string {
@@ -114,11 +121,7 @@ export class WebhookSender {
       const res = await request(input.url, {
         method: 'POST',
         dispatcher: this.agent,
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': USER_AGENT,
-          ...input.headers,
-        },
+        headers: headerList(input.headers),
         body: input.body,
         signal,
       });

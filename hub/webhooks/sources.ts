@@ -27,7 +27,7 @@ import type { AgentBoard } from '../agent-board.ts';
 import type { HubMetrics } from '../metrics.ts';
 import { type Dispatcher, derivedMessageId } from './dispatcher.ts';
 import type { EventType, WebhookMessage } from './model.ts';
-import { inNextTurn } from './next-turn.ts';
+import { ackInNextTurn } from './next-turn.ts';
 
 const NANOS_PER_MS = 1_000_000;
 /** Events per pull. */
@@ -217,7 +217,7 @@ export class StreamSource {
       return;
     }
     if (msg === null) {
-      inNextTurn(() => m.ack());
+      ackInNextTurn(m);
       return;
     }
     const key = msg.order_key ?? m.subject;
@@ -232,7 +232,7 @@ export class StreamSource {
         }
         await this.deps.dispatcher.dispatch(msg);
         // Acks of everything settled in one turn leave in one socket write.
-        inNextTurn(() => m.ack());
+        ackInNextTurn(m);
         return true;
       } catch (err: unknown) {
         this.deps.logger.warn({ err: errorMessage(err), seq: m.seq }, 'webhook fan-out failed; will retry');

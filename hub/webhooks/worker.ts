@@ -35,7 +35,7 @@ import type { Dispatcher } from './dispatcher.ts';
 import { messageBody } from './dispatcher.ts';
 import type { EndpointStore } from './endpoints.ts';
 import type { AttemptRecord, DeadLetter, Delivery, EndpointRecord } from './model.ts';
-import { inNextTurn } from './next-turn.ts';
+import { ackInNextTurn, inNextTurn } from './next-turn.ts';
 import { type BreakerState, CircuitBreaker, TokenBucket } from './rate-limiter.ts';
 import { planNext } from './retry-policy.ts';
 import { activeSecrets, webhookHeaders } from './secrets.ts';
@@ -123,6 +123,26 @@ interface Hold {
   term(): void;
 }
 
+/** A direct first attempt's hand-back: acked (done) or terminated (nothing to send) is true; nak'd false. */
+class DirectHold implements Hold {
+  readonly settled: Promise<boolean>;
+  private resolve!: (done: boolean) => void;
+  constructor() {
+    this.settled = new Promise<boolean>((resolve) => {
+      this.resolve = resolve;
+    });
+  }
+  ack(): void {
+    this.resolve(true);
+  }
+  term(): void {
+    this.resolve(true);
+  }
+  nak(): void {
+    this.resolve(false);
+  }
+}
+
 /** Waiting for a free slot: the worker's own queue (never expires) or a direct first attempt (expires). */
 interface SlotWaiter {
   /** true: the slot is yours (a direct waiter takes it at once); false: give up (direct only). */
@@ -155,10 +175,14 @@ export class EndpointWorker {
   /** Until then direct attempts are refused: one waited in vain for a slot. */
   private slowUntil = 0;
   private started = false;
+  /** The last STATS_WINDOW attempts (a ring: `recentAt` is where the next one goes). */
   private readonly recent: { ok: boolean; ms: number }[] = [];
+  private recentAt = 0;
   private lastError: string | null = null;
   private lastErrorAt: string | null = null;
   private lastAttemptAt: string | null = null;
+  private readonly counters = new Map<string, { inc(): void }>();
+  private readonly timers = new Map<string, { observe(v: number): void }>();
   private running = 0;
   private onIdle: (() => void) | undefined;
   private consumer: Consumer | undefined;
@@ -321,14 +345,9 @@ export class EndpointWorker {
 
   /** Starts a direct attempt in a slot now; settles as `offer` says. */
   private direct(d: Delivery): Promise<boolean> {
-    return new Promise<boolean>((resolve) => {
-      const hold: Hold = {
-        ack: () => resolve(true),
-        term: () => resolve(true),
-        nak: () => resolve(false),
-      };
-      this.attempt(hold, d, undefined);
-    });
+    const hold = new DirectHold();
+    this.attempt(hold, d, undefined);
+    return hold.settled;
   }
 
   health(): EndpointHealth {
@@ -516,7 +535,7 @@ export class EndpointWorker {
       m.nak(wait);
       return undefined;
     }
-    await this.takeToken(endpoint);
+    if (endpoint.rate_limit !== null || this.bucket !== undefined) await this.takeToken(endpoint);
 
     const now = Date.now();
     const timestamp = Math.floor(now / 1000);
@@ -527,7 +546,7 @@ export class EndpointWorker {
       body,
       secrets: activeSecrets(endpoint.secrets, now),
     });
-    const result = await this.deps.sender.send({ url: endpoint.url, headers: { ...headers }, body });
+    const result = await this.deps.sender.send({ url: endpoint.url, headers, body });
     const done = Date.now();
     const plan = planNext({
       attempt: d.attempt,
@@ -545,7 +564,7 @@ export class EndpointWorker {
     switch (plan.action) {
       case 'delivered':
         this.breaker.recordSuccess(done);
-        inNextTurn(() => m.ack());
+        ackInNextTurn(m);
         this.deps.metrics.webhookEndToEnd.observe((done - Date.parse(d.message.timestamp)) / 1000);
         if (endpoint.failing_since !== null) await this.bestEffort(() => this.markHealthy());
         break;
@@ -576,11 +595,9 @@ export class EndpointWorker {
         m.ack();
         break;
     }
-    this.deps.metrics.webhookDeliveries.inc({ outcome: succeeded ? 'succeeded' : 'failed', next });
-    this.deps.metrics.webhookLatency.observe(
-      { outcome: succeeded ? 'succeeded' : 'failed' },
-      result.durationMs / 1000,
-    );
+    const outcome = succeeded ? 'succeeded' : 'failed';
+    this.counted(outcome, next).inc();
+    this.timed(outcome).observe(result.durationMs / 1000);
     const attempt: AttemptRecord = {
       id: newId('att_'),
       message_id: d.message.id,
@@ -599,6 +616,26 @@ export class EndpointWorker {
       next_attempt_at: nextAt === null ? null : new Date(nextAt).toISOString(),
     };
     return attempt;
+  }
+
+  /** The attempts counter for one pair of labels, looked up once (prom-client hashes labels per call). */
+  private counted(outcome: 'succeeded' | 'failed', next: AttemptRecord['next']): { inc(): void } {
+    const key = `${outcome}.${next}`;
+    let c = this.counters.get(key);
+    if (c === undefined) {
+      c = this.deps.metrics.webhookDeliveries.labels({ outcome, next });
+      this.counters.set(key, c);
+    }
+    return c;
+  }
+
+  private timed(outcome: 'succeeded' | 'failed'): { observe(v: number): void } {
+    let h = this.timers.get(outcome);
+    if (h === undefined) {
+      h = this.deps.metrics.webhookLatency.labels({ outcome });
+      this.timers.set(outcome, h);
+    }
+    return h;
   }
 
   private async takeToken(endpoint: EndpointRecord): Promise<void> {
@@ -624,8 +661,9 @@ export class EndpointWorker {
   }
 
   private record(ok: boolean, ms: number, error: string | null, at: number): void {
-    this.recent.push({ ok, ms });
-    if (this.recent.length > STATS_WINDOW) this.recent.shift();
+    if (this.recent.length < STATS_WINDOW) this.recent.push({ ok, ms });
+    else this.recent[this.recentAt] = { ok, ms };
+    this.recentAt = (this.recentAt + 1) % STATS_WINDOW;
     this.lastAttemptAt = new Date(at).toISOString();
     if (!ok) {
       this.lastError = error;
