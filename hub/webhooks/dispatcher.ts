@@ -69,12 +69,30 @@ export interface DirectWorker {
 
 export class Dispatcher {
   private workers: (endpointId: string) => DirectWorker | undefined = () => undefined;
+  /** Sources waiting for room in their window of events in progress. */
+  private outOfRoom = 0;
 
   constructor(private readonly opts: DispatcherOptions) {}
 
   /** Where the running workers are found, for direct first attempts. */
   useWorkers(lookup: (endpointId: string) => DirectWorker | undefined): void {
     this.workers = lookup;
+  }
+
+  /** A source is (true) or is no longer (false) waiting for room to take more events. */
+  roomWanted(waiting: boolean): void {
+    this.outOfRoom += waiting ? 1 : -1;
+  }
+
+  /**
+   * True when a source is out of room and more than one endpoint is enabled: an endpoint whose direct
+   * attempts wait for slots may then be holding the others' events back.
+   */
+  crowded(): boolean {
+    if (this.outOfRoom === 0) return false;
+    let enabled = 0;
+    for (const e of this.opts.store.unordered()) if (!e.disabled && ++enabled > 1) return true;
+    return false;
   }
 
   /** True when some enabled endpoint subscribes to one of `types`. */

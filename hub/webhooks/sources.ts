@@ -172,7 +172,9 @@ export class StreamSource {
     try {
       for await (const m of iter) {
         if (this.held.size + this.arrived.length >= WINDOW) {
+          this.deps.dispatcher.roomWanted(true);
           await new Promise<void>((resolve) => (this.space = resolve));
+          this.deps.dispatcher.roomWanted(false);
         }
         // Taken together in the next turn: the iterator yields one event per microtask, and nats.js
         // flushes its buffer on a microtask, so publishes made here would cost a socket write each.

@@ -55,11 +55,12 @@ const MAX_ACK_PENDING = 10_000;
 /** Recent attempts kept in memory per endpoint for the dashboard's success rate and latency. */
 const STATS_WINDOW = 500;
 /**
- * Most milliseconds a direct first attempt waits for a free slot. When the oldest one waiting has waited
- * this long, it and every other one waiting are handed back to be queued in GS_WEBHOOKS, and the endpoint
- * gets no direct attempt for as long again: a slow endpoint gets its events through its queue and holds
- * the source for no longer than this at a time. Waiting is otherwise unbounded in number (the source's
- * window bounds it), so that a fast endpoint under a burst keeps every event on the direct path.
+ * How long direct first attempts may wait for a free slot when that holds others up. When the oldest one
+ * waiting has waited this long and either the endpoint has freed no slot for as long (it is stuck, not
+ * merely busy) or a source is out of room while other endpoints are enabled (this one's waiting holds
+ * their events back), it and every other one waiting are handed back to be queued in GS_WEBHOOKS, and the
+ * endpoint gets no direct attempt for as long again. A fast endpoint alone under a burst keeps every event
+ * on the direct path (the source's window bounds how many wait), however busy the hub is.
  */
 const DIRECT_WAIT_MS = 1_000;
 /** A full endpoint that has freed no slot for this long is stuck: its events go to its queue. */
@@ -328,7 +329,11 @@ export class EndpointWorker {
   private expireDirect(): void {
     const now = Date.now();
     const oldest = this.slotWaiters.find((w) => w.direct);
-    if (oldest !== undefined && now - oldest.since > DIRECT_WAIT_MS) {
+    if (
+      oldest !== undefined &&
+      now - oldest.since > DIRECT_WAIT_MS &&
+      (now - this.lastRelease > DIRECT_WAIT_MS || this.deps.dispatcher.crowded())
+    ) {
       this.slowUntil = now + DIRECT_WAIT_MS;
       const direct = this.slotWaiters.filter((w) => w.direct);
       const rest = this.slotWaiters.filter((w) => !w.direct);
@@ -470,6 +475,8 @@ export class EndpointWorker {
    * written after the slot is free: it is not part of the delivery.
    */
   private attempt(h: Hold, d: Delivery, m: JsMsg | undefined): void {
+    // An idle endpoint's slots start being used now: "no slot freed for a while" counts from here.
+    if (this.inFlight === 0) this.lastRelease = Date.now();
     this.inFlight++;
     this.running++;
     this.deps.metrics.webhookInFlight.inc();
