@@ -23,6 +23,7 @@
  * error). GATESYNC_* variables in the environment reach the agent child too.
  */
 import { rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import {
   ADMIN_KEY,
@@ -44,6 +45,7 @@ import {
   loadAverage,
   machineInfo,
   printMachine,
+  processCpuSeconds,
   threadCpuSeconds,
 } from './lib/machine.ts';
 import { fmt, printJsonLine, printTable, progress, round } from './lib/report.ts';
@@ -88,6 +90,12 @@ interface Measured {
   clientPct: number;
   /** The agent's mean check-ins per commit in the window; NaN for the baseline. */
   commitGroup: number;
+  /**
+   * CPU per completed request, in microseconds, over warm-up and window: the server's main thread, the
+   * server process (all threads), nats-server (when running) and this process (the load generator).
+   * Their sum bounds what two cores can do: `ceiling` = cores x 1e6 / sum, requests per second.
+   */
+  cpuUs: { main: number; server: number; nats: number; loadGen: number; ceiling: number };
 }
 
 interface Point {
@@ -101,9 +109,12 @@ interface Point {
 async function measure(
   server: { url: string; pid: number; metrics: boolean },
   load: Omit<LoadOptions, 'origin'>,
+  natsPid?: number,
 ): Promise<Measured> {
   const seconds = (load.warmupMs + load.durationMs) / 1000;
   const threads = threadCpuSeconds(server.pid);
+  const serverCpu = processCpuSeconds(server.pid);
+  const natsCpu = natsPid === undefined ? 0 : processCpuSeconds(natsPid);
   const client = process.cpuUsage();
   // The window's commit groups: snapshot the histogram when the window opens and after it closes.
   let before: Promise<{ sum: number; count: number }> | undefined;
@@ -116,17 +127,31 @@ async function measure(
   clearTimeout(timer);
   const clientUsage = process.cpuUsage(client);
   const serverMain = cpuBetween(server.pid, threads, threadCpuSeconds(server.pid)).main;
+  const serverAll = processCpuSeconds(server.pid) - serverCpu;
+  const natsAll = natsPid === undefined ? 0 : processCpuSeconds(natsPid) - natsCpu;
   let commitGroup = Number.NaN;
   if (server.metrics) {
     const after = await commitGroups(server.url);
     const start = (await before) ?? { sum: 0, count: 0 };
     commitGroup = (after.sum - start.sum) / (after.count - start.count);
   }
+  // Requests over warm-up and window, at the window's rate: the CPU figures cover both.
+  const requests = result.ops_per_s * seconds;
+  const us = (cpuSeconds: number) => (cpuSeconds * 1e6) / requests;
+  const cpuUs = {
+    main: us(serverMain),
+    server: us(serverAll),
+    nats: us(natsAll),
+    loadGen: us((clientUsage.user + clientUsage.system) / 1e6),
+    ceiling: 0,
+  };
+  cpuUs.ceiling = (availableParallelism() * 1e6) / (cpuUs.server + cpuUs.nats + cpuUs.loadGen);
   return {
     load: result,
     serverMainPct: (100 * serverMain) / seconds,
     clientPct: (100 * (clientUsage.user + clientUsage.system)) / 1e6 / seconds,
     commitGroup,
+    cpuUs,
   };
 }
 
@@ -143,6 +168,8 @@ function row(concurrency: number, server: string, m: Measured, baseline: Measure
     fmt(m.commitGroup, 1),
     fmt(m.serverMainPct, 0),
     fmt(m.clientPct, 0),
+    `${fmt(m.cpuUs.main, 0)}/${fmt(m.cpuUs.server, 0)}/${fmt(m.cpuUs.nats, 0)}/${fmt(m.cpuUs.loadGen, 0)}`,
+    baseline === undefined ? '-' : fmt(m.cpuUs.ceiling / baseline.load.ops_per_s, 2),
     Object.entries(m.load.outcomes)
       .map(([k, v]) => `${k}=${v}`)
       .join(' '),
@@ -159,6 +186,18 @@ function figures(m: Measured, baseline: Measured) {
     ratio: round(m.load.ops_per_s / baseline.load.ops_per_s, 3),
     mean_commit_group: round(m.commitGroup, 2),
     main_thread_busy_pct: round(m.serverMainPct, 1),
+    cpu_us_per_scan: {
+      main_thread: round(m.cpuUs.main, 1),
+      agent: round(m.cpuUs.server, 1),
+      nats_server: round(m.cpuUs.nats, 1),
+      load_gen: round(m.cpuUs.loadGen, 1),
+    },
+    baseline_cpu_us_per_request: {
+      main_thread: round(baseline.cpuUs.main, 1),
+      load_gen: round(baseline.cpuUs.loadGen, 1),
+    },
+    cpu_ceiling_ops_per_s: round(m.cpuUs.ceiling, 0),
+    cpu_ceiling_ratio: round(m.cpuUs.ceiling / baseline.load.ops_per_s, 3),
   };
 }
 
@@ -242,7 +281,7 @@ async function main(): Promise<void> {
       progress(`concurrency ${concurrency}: plain node:http`);
       const plainResult = await measure(plainServer, load);
       progress(`concurrency ${concurrency}: gate agent`);
-      const agentResult = await measure(agentServer, load);
+      const agentResult = await measure(agentServer, load, nats.pid);
       points.push({ concurrency, plain: plainResult, agent: agentResult, offline: undefined });
     }
     if (offline) {
@@ -276,6 +315,8 @@ async function main(): Promise<void> {
         'commit group',
         'server main %',
         'load gen %',
+        'cpu us/op main/all/nats/gen',
+        'cpu ceiling ratio',
         'answers',
       ],
       points.flatMap((p) => [
@@ -293,7 +334,10 @@ async function main(): Promise<void> {
     console.log('');
     console.log(
       'ratio: agent ops/s over plain ops/s at the same concurrency; server main %: CPU of the server ' +
-        "process's main thread over the point (100 = one core); load gen %: CPU of this process",
+        "process's main thread over the point (100 = one core); load gen %: CPU of this process; cpu us/op: " +
+        "CPU microseconds per request of the server's main thread, the server process, nats-server and the " +
+        'load generator; cpu ceiling ratio: what the cores could do at those costs (cores x 1e6 / (all + ' +
+        "nats + gen)) over the plain server's measured rate",
     );
     if (at === undefined) {
       console.log(`targets: not evaluated (concurrency ${TARGET_CONCURRENCY} was not run)`);

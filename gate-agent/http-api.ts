@@ -37,8 +37,20 @@ export interface TicketSummary {
   status: string;
 }
 
-function summary(t: StoredTicket | undefined): TicketSummary | undefined {
+/** Summaries of the store's cached tickets (one object per ticket revision), made once each. */
+const summaries = new WeakMap<Readonly<StoredTicket>, TicketSummary>();
+
+function summary(t: Readonly<StoredTicket> | undefined): TicketSummary | undefined {
   if (t === undefined) return undefined;
+  let s = summaries.get(t);
+  if (s === undefined) {
+    s = makeSummary(t);
+    summaries.set(t, s);
+  }
+  return s;
+}
+
+function makeSummary(t: Readonly<StoredTicket>): TicketSummary {
   return {
     id: t.id,
     holder: t.holder,
@@ -143,6 +155,18 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
   registerStatusPage(app);
   app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(AGENT_OPENAPI));
 
+  // The labelled counter of each decision and reason, looked up by label once rather than per scan.
+  const decisionCounters = new Map<string, { inc: () => void }>();
+  const decisionCounter = (decision: string, reason: string | null) => {
+    const key = `${decision}/${reason ?? ''}`;
+    let c = decisionCounters.get(key);
+    if (c === undefined) {
+      c = opts.metrics.decisions.labels({ decision, reason: reason ?? '' });
+      decisionCounters.set(key, c);
+    }
+    return c;
+  };
+
   app.register(async (api) => {
     // Callback style, not async: it runs before every scan, and an async hook costs a promise each time.
     api.addHook('onRequest', (request, _reply, done) => {
@@ -178,7 +202,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
           direction: request.body.direction ?? 'in',
           scanner,
         });
-        opts.metrics.decisions.inc({ decision: r.decision, reason: r.reason ?? '' });
+        decisionCounter(r.decision, r.reason).inc();
         rate.record(r.decision);
         rejects.noteScan(r);
         opts.metrics.scanLatency.observe((performance.now() - started) / 1000);

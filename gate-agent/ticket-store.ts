@@ -309,11 +309,26 @@ export class TicketStore {
            last_at = excluded.last_at, entries = presence.entries + excluded.entries
          WHERE excluded.last_at >= presence.last_at AND presence.last_checkin_id != excluded.last_checkin_id`,
       ),
-      insertCheckin: this.db.prepare(
+      // Positional, like upsertTicket: binding by name built an object and looked up each name per scan.
+      insertCheckin: this.db.prepare<
+        [
+          id: string,
+          agent: string,
+          venue: string,
+          gate: string,
+          ticket_id: string | null,
+          direction: Direction,
+          decision: Decision,
+          reason: RejectReason | null,
+          scanner: string,
+          method: string,
+          unsynced_ticket: number,
+          scanned_at: number,
+        ]
+      >(
         `INSERT INTO checkins (id, agent, venue, gate, ticket_id, direction, decision, reason, scanner, method,
                                unsynced_ticket, scanned_at)
-         VALUES (@id, @agent, @venue, @gate, @ticket_id, @direction, @decision, @reason, @scanner, @method,
-                 @unsynced_ticket, @scanned_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO NOTHING`,
       ),
       checkinsAfter: this.db.prepare<[number, number, number], CheckinRow>(
@@ -551,7 +566,20 @@ export class TicketStore {
    * Call inside a transaction for group commit.
    */
   recordCheckin(c: Omit<CheckinRecord, 'seq'>): number {
-    const info = this.stmts.insertCheckin.run({ ...c, unsynced_ticket: c.unsynced_ticket ? 1 : 0 });
+    const info = this.stmts.insertCheckin.run(
+      c.id,
+      c.agent,
+      c.venue,
+      c.gate,
+      c.ticket_id,
+      c.direction,
+      c.decision,
+      c.reason,
+      c.scanner,
+      c.method,
+      c.unsynced_ticket ? 1 : 0,
+      c.scanned_at,
+    );
     if (info.changes > 0 && c.decision === 'admit' && c.ticket_id !== null) {
       this.foldPresence({
         ticket_id: c.ticket_id,
