@@ -63,6 +63,12 @@ const STATS_WINDOW = 500;
  * on the direct path (the source's window bounds how many wait), however busy the hub is.
  */
 const DIRECT_WAIT_MS = 1_000;
+/**
+ * Longest a direct first attempt ever waits for a slot, holding its event unacked: a slow endpoint alone
+ * is never stuck nor crowded, and the source's events behind its window (not kept alive) must not outlive
+ * their ack wait (30 s).
+ */
+const MAX_DIRECT_WAIT_MS = 5_000;
 /** A full endpoint that has freed no slot for this long is stuck: its events go to its queue. */
 const STUCK_MS = 2_000;
 /** Milliseconds between checks of waiting direct attempts against DIRECT_WAIT_MS. */
@@ -329,10 +335,10 @@ export class EndpointWorker {
   private expireDirect(): void {
     const now = Date.now();
     const oldest = this.slotWaiters.find((w) => w.direct);
+    const waited = oldest === undefined ? 0 : now - oldest.since;
     if (
-      oldest !== undefined &&
-      now - oldest.since > DIRECT_WAIT_MS &&
-      (now - this.lastRelease > DIRECT_WAIT_MS || this.deps.dispatcher.crowded())
+      waited > MAX_DIRECT_WAIT_MS ||
+      (waited > DIRECT_WAIT_MS && (now - this.lastRelease > DIRECT_WAIT_MS || this.deps.dispatcher.crowded()))
     ) {
       this.slowUntil = now + DIRECT_WAIT_MS;
       const direct = this.slotWaiters.filter((w) => w.direct);
