@@ -181,6 +181,8 @@ export class EndpointWorker {
   private lastRelease = Date.now();
   /** Until then direct attempts are refused: one waited in vain for a slot. */
   private slowUntil = 0;
+  /** The last attempt failed: no direct attempt until one succeeds. */
+  private failing = false;
   private started = false;
   /** The last STATS_WINDOW attempts (a ring: `recentAt` is where the next one goes). */
   private readonly recent: { ok: boolean; ms: number }[] = [];
@@ -319,7 +321,7 @@ export class EndpointWorker {
   }
 
   private directOpen(d: Delivery): boolean {
-    if (!this.started || this.loop.stopping || this.backlog > 0) return false;
+    if (!this.started || this.loop.stopping || this.backlog > 0 || this.failing) return false;
     const e = this.endpoint;
     if (e === undefined || e.disabled || e.rate_limit !== null) return false;
     const now = Date.now();
@@ -341,17 +343,23 @@ export class EndpointWorker {
       (waited > DIRECT_WAIT_MS && (now - this.lastRelease > DIRECT_WAIT_MS || this.deps.dispatcher.crowded()))
     ) {
       this.slowUntil = now + DIRECT_WAIT_MS;
-      const direct = this.slotWaiters.filter((w) => w.direct);
-      const rest = this.slotWaiters.filter((w) => !w.direct);
-      this.slotWaiters.length = 0;
-      this.slotWaiters.push(...rest);
-      this.directWaiting = 0;
-      for (const w of direct) w.grant(false);
+      this.handBack();
     }
     if (this.directWaiting === 0 && this.directSweep !== undefined) {
       clearInterval(this.directSweep);
       this.directSweep = undefined;
     }
+  }
+
+  /** Every direct attempt waiting for a slot is handed back, to be queued. */
+  private handBack(): void {
+    if (this.directWaiting === 0) return;
+    const direct = this.slotWaiters.filter((w) => w.direct);
+    const rest = this.slotWaiters.filter((w) => !w.direct);
+    this.slotWaiters.length = 0;
+    this.slotWaiters.push(...rest);
+    this.directWaiting = 0;
+    for (const w of direct) w.grant(false);
   }
 
   /** Starts a direct attempt in a slot now; settles as `offer` says. */
@@ -678,9 +686,12 @@ export class EndpointWorker {
     else this.recent[this.recentAt] = { ok, ms };
     this.recentAt = (this.recentAt + 1) % STATS_WINDOW;
     this.lastAttemptAt = new Date(at).toISOString();
+    this.failing = !ok;
     if (!ok) {
       this.lastError = error;
       this.lastErrorAt = this.lastAttemptAt;
+      // Its next events go to its queue: they would most likely fail too, and hold their source meanwhile.
+      this.handBack();
     }
   }
 
