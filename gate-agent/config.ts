@@ -20,6 +20,8 @@ export interface AgentConfig {
   scannerTokens: Map<string, string>;
   host: string;
   port: number;
+  /** Serve HTTP from a worker thread (http-front.ts) rather than the main thread. */
+  httpThread: boolean;
   dbPath: string;
   reentry: boolean;
   verifyWorkers: number;
@@ -75,6 +77,7 @@ export function loadAgentConfig(source: SettingsSource): AgentConfig {
     default: join(process.cwd(), '.data', `agent-${agentId || 'agent'}.db`),
   });
   const reentry = s.bool('GATESYNC_REENTRY', false);
+  const httpThread = s.bool('GATESYNC_AGENT_HTTP_THREAD', true);
   const verifyWorkers = s.int('GATESYNC_VERIFY_WORKERS', {
     default: availableParallelism(),
     min: 0,
@@ -96,6 +99,7 @@ export function loadAgentConfig(source: SettingsSource): AgentConfig {
     port,
     dbPath,
     reentry,
+    httpThread,
     verifyWorkers,
     describe: s.describe(),
     unknownSettings: s.unknownNames(OTHER_KNOWN_SETTINGS),

@@ -23,6 +23,9 @@ import type { ScanResult, ScanService } from './scan-service.ts';
 import { registerStatusPage } from './status-page.ts';
 import type { CheckinRecord, ListedCheckin, StoredTicket } from './ticket-store.ts';
 
+/** Bytes a request body may have. */
+export const AGENT_BODY_LIMIT = 16 * 1024;
+
 /** How many rejects GET /v1/status lists. */
 const RECENT_REJECTS = 10;
 
@@ -141,12 +144,27 @@ function fullStatus(opts: AgentHttpOptions, rate: ScanRate, rejects: RecentRejec
   };
 }
 
+/** The scan answer of each app built here, for the HTTP front thread (see scanAnswerOf). */
+const answerScans = new WeakMap<
+  FastifyInstance,
+  (body: ScanBody, scanner: string) => Promise<Static<typeof ScanResponse>>
+>();
+
+/** What POST /v1/scans answers for a validated body and the scanner its token names. */
+export function scanAnswerOf(
+  app: FastifyInstance,
+): (body: ScanBody, scanner: string) => Promise<Static<typeof ScanResponse>> {
+  const answer = answerScans.get(app);
+  if (answer === undefined) throw new Error('not an agent HTTP app');
+  return answer;
+}
+
 export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
   const rate = new ScanRate();
   const rejects = new RecentRejects(opts);
   const app = createHttpServer({
     logger: opts.logger,
-    bodyLimit: 16 * 1024,
+    bodyLimit: AGENT_BODY_LIMIT,
     errorCounter: opts.metrics.httpErrors,
     notReadyReason: opts.notReadyReason,
   });
@@ -166,6 +184,32 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
     }
     return c;
   };
+
+  /**
+   * A scan, from a validated body and the scanner its token names, to the answer: the route's handler,
+   * and what the HTTP front thread calls for the scans it takes (http-front.ts).
+   */
+  const answerScan = async (body: ScanBody, scanner: string): Promise<Static<typeof ScanResponse>> => {
+    const started = performance.now();
+    if (body.scanner !== undefined && body.scanner !== scanner) {
+      throw new GatesyncError('forbidden', `this token belongs to scanner ${scanner}, not ${body.scanner}`);
+    }
+    const r = await opts.scans.scan({ code: body.code, direction: body.direction ?? 'in', scanner });
+    decisionCounter(r.decision, r.reason).inc();
+    rate.record(r.decision);
+    rejects.noteScan(r);
+    opts.metrics.scanLatency.observe((performance.now() - started) / 1000);
+    return {
+      decision: r.decision,
+      ...(r.reason === null ? {} : { reason: r.reason }),
+      ...(r.ticket === undefined ? {} : { ticket: summary(r.ticket) }),
+      ...(r.unsyncedTicket ? { unsynced_ticket: true } : {}),
+      checkin_id: r.checkinId,
+      seq: r.seq,
+      scanned_at: new Date(r.scannedAt).toISOString(),
+    };
+  };
+  answerScans.set(app, answerScan);
 
   app.register(async (api) => {
     // Callback style, not async: it runs before every scan, and an async hook costs a promise each time.
@@ -188,34 +232,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
     api.post<{ Body: ScanBody }>(
       '/v1/scans',
       { schema: { body: ScanBody, response: { 200: ScanResponse } } },
-      async (request) => {
-        const started = performance.now();
-        const scanner = request.scannerId as string;
-        if (request.body.scanner !== undefined && request.body.scanner !== scanner) {
-          throw new GatesyncError(
-            'forbidden',
-            `this token belongs to scanner ${scanner}, not ${request.body.scanner}`,
-          );
-        }
-        const r = await opts.scans.scan({
-          code: request.body.code,
-          direction: request.body.direction ?? 'in',
-          scanner,
-        });
-        decisionCounter(r.decision, r.reason).inc();
-        rate.record(r.decision);
-        rejects.noteScan(r);
-        opts.metrics.scanLatency.observe((performance.now() - started) / 1000);
-        return {
-          decision: r.decision,
-          ...(r.reason === null ? {} : { reason: r.reason }),
-          ...(r.ticket === undefined ? {} : { ticket: summary(r.ticket) }),
-          ...(r.unsyncedTicket ? { unsynced_ticket: true } : {}),
-          checkin_id: r.checkinId,
-          seq: r.seq,
-          scanned_at: new Date(r.scannedAt).toISOString(),
-        };
-      },
+      async (request) => answerScan(request.body, request.scannerId as string),
     );
 
     api.get<{ Params: Static<typeof CodeParams>; Querystring: Static<typeof CodeQuery> }>(

@@ -6,13 +6,16 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { FastifyError } from 'fastify';
 import { errorMessage } from '../shared/errors.ts';
+import { answerError } from '../shared/http.ts';
 import type { Logger } from '../shared/logger.ts';
 import { connectNats, drainOrClose, LinkState, type NatsConnection } from '../shared/nats.ts';
 import { STREAMS } from '../shared/subjects.ts';
 import type { AgentConfig } from './config.ts';
 import { HeartbeatPublisher } from './heartbeat.ts';
-import { buildAgentHttp } from './http-api.ts';
+import { AGENT_BODY_LIMIT, buildAgentHttp, scanAnswerOf } from './http-api.ts';
+import { HttpFront } from './http-front.ts';
 import { type AgentMetrics, createAgentMetrics } from './metrics.ts';
 import { OutboxPublisher } from './outbox-publisher.ts';
 import { PeerCheckins } from './peer-checkins.ts';
@@ -148,9 +151,26 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
           ? undefined
           : 'not connected to NATS (scans are still answered from the local store)',
   });
-  await app.listen({ host: config.host, port: config.port });
-  const address = app.server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  let front: HttpFront | undefined;
+  let port: number;
+  if (config.httpThread) {
+    front = new HttpFront({
+      app,
+      answerScan: scanAnswerOf(app),
+      answerError: (err) =>
+        answerError({ logger, errorCounter: metrics.httpErrors }, err as FastifyError, 'POST', '/v1/scans'),
+      logger,
+      host: config.host,
+      port: config.port,
+      bodyLimit: AGENT_BODY_LIMIT,
+      scannerTokens: config.scannerTokens,
+    });
+    port = await front.start();
+  } else {
+    await app.listen({ host: config.host, port: config.port });
+    const address = app.server.address();
+    port = typeof address === 'object' && address !== null ? address.port : config.port;
+  }
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   logger.info(
     { url, venue: config.venue, agent: config.agentId, gate: config.gate },
@@ -248,6 +268,7 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
     status,
     async stop() {
       stopping.abort();
+      await front?.stop();
       await app.close();
       heartbeat?.stop();
       await peers?.stop();

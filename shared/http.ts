@@ -10,8 +10,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Counter } from 'prom-client';
-import { ERROR_CODES, type ErrorCode, GatesyncError, toErrorEnvelope } from './errors.ts';
+import { ERROR_CODES, type ErrorCode, type ErrorEnvelope, GatesyncError, toErrorEnvelope } from './errors.ts';
 import type { Logger } from './logger.ts';
+
+export interface ErrorAnswer {
+  status: number;
+  body: ErrorEnvelope;
+}
 
 export interface HttpServerOptions {
   logger: Logger;
@@ -65,6 +70,46 @@ function fastifyErrorCode(err: FastifyError): ErrorCode {
   return 'internal';
 }
 
+/**
+ * The error envelope for an error of a request, logged (error for 5xx, warning for 4xx) and counted:
+ * what every error answer of a server made by createHttpServer goes through.
+ */
+export function answerError(
+  opts: Pick<HttpServerOptions, 'logger' | 'errorCounter'>,
+  err: FastifyError | GatesyncError,
+  method: string,
+  url: string,
+): ErrorAnswer {
+  let gsErr: GatesyncError;
+  if (err instanceof GatesyncError) {
+    gsErr = err;
+  } else {
+    const code = fastifyErrorCode(err);
+    const details: Record<string, unknown> = {};
+    if (err.validation !== undefined) {
+      const first = err.validation[0];
+      details.field = `${err.validationContext ?? 'body'}${first?.instancePath ?? ''}`;
+      if (first?.params !== undefined) details.params = first.params;
+    }
+    const message =
+      code === 'validation_failed'
+        ? `${err.validationContext ?? 'body'}${err.validation?.[0]?.instancePath ?? ''} ${err.validation?.[0]?.message ?? 'is invalid'}`
+        : code === 'internal' || code === 'nats_unavailable'
+          ? ERROR_CODES[code].description
+          : err.message;
+    gsErr = new GatesyncError(code, message, {
+      cause: err,
+      ...(Object.keys(details).length > 0 ? { details } : {}),
+    });
+  }
+  const { status, body } = toErrorEnvelope(gsErr);
+  const logFields = { method: method, url: url, status, code: body.error.code };
+  if (status >= 500) opts.logger.error({ ...logFields, err }, 'request failed');
+  else opts.logger.warn({ ...logFields, message: body.error.message }, 'request rejected');
+  opts.errorCounter?.inc({ code: body.error.code });
+  return { status, body };
+}
+
 /** Milliseconds a stopping server waits for busy connections before it cuts them. */
 const CLOSE_GRACE_MS = 2_000;
 
@@ -99,33 +144,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   app.removeContentTypeParser('text/plain');
 
   app.setErrorHandler((err: FastifyError | GatesyncError, request, reply) => {
-    let gsErr: GatesyncError;
-    if (err instanceof GatesyncError) {
-      gsErr = err;
-    } else {
-      const code = fastifyErrorCode(err);
-      const details: Record<string, unknown> = {};
-      if (err.validation !== undefined) {
-        const first = err.validation[0];
-        details.field = `${err.validationContext ?? 'body'}${first?.instancePath ?? ''}`;
-        if (first?.params !== undefined) details.params = first.params;
-      }
-      const message =
-        code === 'validation_failed'
-          ? `${err.validationContext ?? 'body'}${err.validation?.[0]?.instancePath ?? ''} ${err.validation?.[0]?.message ?? 'is invalid'}`
-          : code === 'internal' || code === 'nats_unavailable'
-            ? ERROR_CODES[code].description
-            : err.message;
-      gsErr = new GatesyncError(code, message, {
-        cause: err,
-        ...(Object.keys(details).length > 0 ? { details } : {}),
-      });
-    }
-    const { status, body } = toErrorEnvelope(gsErr);
-    const logFields = { method: request.method, url: request.url, status, code: body.error.code };
-    if (status >= 500) opts.logger.error({ ...logFields, err }, 'request failed');
-    else opts.logger.warn({ ...logFields, message: body.error.message }, 'request rejected');
-    opts.errorCounter?.inc({ code: body.error.code });
+    const { status, body } = answerError(opts, err, request.method, request.url);
     void reply.status(status).type('application/json').send(body);
   });
 
