@@ -63,7 +63,7 @@ export interface DispatcherOptions {
 
 /** What the dispatcher asks of an endpoint's worker (worker.ts): a direct first attempt, and notice of a queued one. */
 export interface DirectWorker {
-  offer(d: Delivery): Promise<boolean> | false;
+  offer(d: Delivery): Promise<void> | false;
   noteQueued(d: Delivery): void;
 }
 
@@ -171,12 +171,9 @@ export class Dispatcher {
         due_at: 0,
         trigger: 'event',
       };
+      // The worker queues it itself when it hands it back.
       const direct = this.workers(e.id)?.offer(d) ?? false;
-      work.push(
-        direct === false
-          ? this.queueDelivery(d)
-          : direct.then((done) => (done ? undefined : this.queueDelivery(d))),
-      );
+      work.push(direct === false ? this.queueDelivery(d) : direct);
     }
     if (work.length === 0) return 0;
     work.push(this.storeMessage(m));
@@ -210,7 +207,8 @@ export class Dispatcher {
     await this.queueDelivery(d);
   }
 
-  private async queueDelivery(d: Delivery): Promise<void> {
+  /** Queues one delivery as it is (its chain, attempt and due time) in GS_WEBHOOKS. */
+  async queueDelivery(d: Delivery): Promise<void> {
     this.workers(d.endpoint_id)?.noteQueued(d);
     await this.opts.acks.publishStored(subjects.delivery(d.endpoint_id), JSON.stringify(d), {
       msgID: `${d.chain}.${d.attempt}`,

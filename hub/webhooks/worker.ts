@@ -130,31 +130,44 @@ interface Hold {
   term(): void;
 }
 
-/** A direct first attempt's hand-back: acked (done) or terminated (nothing to send) is true; nak'd false. */
+/**
+ * A direct first attempt's hand-back. Acked (done) or terminated (nothing to send), `settled` resolves;
+ * nak'd (handed back), the delivery is queued instead and `settled` follows that publish.
+ */
 class DirectHold implements Hold {
-  readonly settled: Promise<boolean>;
-  private resolve!: (done: boolean) => void;
-  constructor() {
-    this.settled = new Promise<boolean>((resolve) => {
+  readonly settled: Promise<void>;
+  private resolve!: (done: undefined | Promise<void>) => void;
+  constructor(
+    readonly d: Delivery,
+    private readonly queue: { queueDelivery(d: Delivery): Promise<void> },
+  ) {
+    this.settled = new Promise<void>((resolve) => {
       this.resolve = resolve;
     });
   }
+  private done = false;
   ack(): void {
-    this.resolve(true);
+    this.settle(undefined);
   }
   term(): void {
-    this.resolve(true);
+    this.settle(undefined);
   }
   nak(): void {
-    this.resolve(false);
+    if (!this.done) this.settle(this.queue.queueDelivery(this.d));
+  }
+  private settle(how: undefined | Promise<void>): void {
+    if (this.done) return; // the first word counts, as for a JetStream message
+    this.done = true;
+    this.resolve(how);
   }
 }
 
 /** Waiting for a free slot: the worker's own queue (never expires) or a direct first attempt (expires). */
 interface SlotWaiter {
-  /** true: the slot is yours (a direct waiter takes it at once); false: give up (direct only). */
-  grant(ok: boolean): void;
-  direct: boolean;
+  /** The worker's loop: true, the slot is free (take it); false, give up. */
+  grant: ((ok: boolean) => void) | undefined;
+  /** A direct first attempt: takes the slot at once, or is handed back. */
+  hold: DirectHold | undefined;
   since: number;
 }
 
@@ -239,7 +252,10 @@ export class EndpointWorker {
 
   async stop(): Promise<void> {
     this.pause.interrupt();
-    for (const w of this.slotWaiters.splice(0)) w.grant(false);
+    for (const w of this.slotWaiters.splice(0)) {
+      if (w.hold !== undefined) w.hold.nak();
+      else w.grant?.(false);
+    }
     this.directWaiting = 0;
     await this.loop.stop();
     if (this.running > 0) await new Promise<void>((resolve) => (this.onIdle = resolve));
@@ -292,32 +308,24 @@ export class EndpointWorker {
    * A direct first attempt of `d` (attempt 1 of an event), made by this worker without going through
    * GS_WEBHOOKS. Refused (false: queue it) unless the endpoint is running and enabled, has no rate limit,
    * a closed breaker, nothing queued that this worker has not taken yet, and no attempt of the same
-   * ticket in progress. Otherwise resolves true once the attempt succeeded or its retry or dead letter is
-   * stored, false when it was handed back to be queued (no slot within DIRECT_WAIT_MS, the endpoint
-   * changed meanwhile), and rejects when neither could be done.
+   * ticket in progress. Otherwise resolves once the attempt succeeded or what follows it is stored (its
+   * retry or dead letter, or the delivery itself queued when it was handed back: no slot in time, the
+   * endpoint changed meanwhile), and rejects when that could not be stored.
    */
-  offer(d: Delivery): Promise<boolean> | false {
+  offer(d: Delivery): Promise<void> | false {
     if (!this.directOpen(d)) return false;
-    if (this.inFlight < this.concurrency && this.slotWaiters.length === 0) return this.direct(d);
-    return new Promise<boolean>((resolve, reject) => {
+    const hold = new DirectHold(d, this.deps.dispatcher);
+    if (this.inFlight < this.concurrency && this.slotWaiters.length === 0) {
+      this.attempt(hold, d, undefined);
+    } else {
       this.directWaiting++;
-      this.slotWaiters.push({
-        direct: true,
-        since: Date.now(),
-        grant: (ok) => {
-          if (!ok || !this.directOpen(d)) {
-            if (ok) this.wakeNext(); // granted but no longer wanted: pass the slot on
-            resolve(false);
-            return;
-          }
-          this.direct(d).then(resolve, reject);
-        },
-      });
+      this.slotWaiters.push({ grant: undefined, hold, since: Date.now() });
       if (this.directSweep === undefined) {
         this.directSweep = setInterval(() => this.expireDirect(), DIRECT_SWEEP_MS);
         this.directSweep.unref();
       }
-    });
+    }
+    return hold.settled;
   }
 
   private directOpen(d: Delivery): boolean {
@@ -336,7 +344,7 @@ export class EndpointWorker {
   /** A direct attempt waited too long for a slot: it and every other one waiting are handed back. */
   private expireDirect(): void {
     const now = Date.now();
-    const oldest = this.slotWaiters.find((w) => w.direct);
+    const oldest = this.slotWaiters.find((w) => w.hold !== undefined);
     const waited = oldest === undefined ? 0 : now - oldest.since;
     if (
       waited > MAX_DIRECT_WAIT_MS ||
@@ -354,19 +362,12 @@ export class EndpointWorker {
   /** Every direct attempt waiting for a slot is handed back, to be queued. */
   private handBack(): void {
     if (this.directWaiting === 0) return;
-    const direct = this.slotWaiters.filter((w) => w.direct);
-    const rest = this.slotWaiters.filter((w) => !w.direct);
+    const direct = this.slotWaiters.filter((w) => w.hold !== undefined);
+    const rest = this.slotWaiters.filter((w) => w.hold === undefined);
     this.slotWaiters.length = 0;
     this.slotWaiters.push(...rest);
     this.directWaiting = 0;
-    for (const w of direct) w.grant(false);
-  }
-
-  /** Starts a direct attempt in a slot now; settles as `offer` says. */
-  private direct(d: Delivery): Promise<boolean> {
-    const hold = new DirectHold();
-    this.attempt(hold, d, undefined);
-    return hold.settled;
+    for (const w of direct) w.hold?.nak();
   }
 
   health(): EndpointHealth {
@@ -390,7 +391,7 @@ export class EndpointWorker {
   private async waitForSlot(): Promise<void> {
     while (this.inFlight >= this.concurrency && !this.loop.stopping) {
       await new Promise<boolean>((resolve) =>
-        this.slotWaiters.push({ grant: resolve, direct: false, since: 0 }),
+        this.slotWaiters.push({ grant: resolve, hold: undefined, since: 0 }),
       );
     }
   }
@@ -405,8 +406,17 @@ export class EndpointWorker {
   private wakeNext(): void {
     const next = this.slotWaiters.shift();
     if (next === undefined) return;
-    if (next.direct) this.directWaiting--;
-    next.grant(true);
+    if (next.hold === undefined) {
+      next.grant?.(true);
+      return;
+    }
+    this.directWaiting--;
+    const { hold } = next;
+    if (this.directOpen(hold.d)) this.attempt(hold, hold.d, undefined);
+    else {
+      hold.nak(); // no longer wanted (the endpoint changed meanwhile): queued, and the slot passed on
+      this.wakeNext();
+    }
   }
 
   /**
