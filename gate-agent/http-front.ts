@@ -14,7 +14,7 @@
  *
  * GATESYNC_AGENT_HTTP_THREAD=false serves from the main thread instead (Fastify listening itself).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { FastifyInstance } from 'fastify';
@@ -87,7 +87,7 @@ export function plainScan(
   if (auth === undefined || !auth.startsWith('Bearer ')) return undefined;
   const token = auth.slice(7).trim();
   if (token === '') return undefined;
-  const scanner = tokens.get(createHash('sha256').update(token).digest('hex'));
+  const scanner = tokens.get(hash('sha256', token, 'hex'));
   if (scanner === undefined) return undefined;
   let value: unknown;
   try {

@@ -7,7 +7,7 @@
  * Fastify is used for its routing, body limits and JSON-schema validation (ajv, compiled once per
  * route), which is faster and stricter than hand-written checks; see docs/architecture.md.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { hash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Counter } from 'prom-client';
 import { ERROR_CODES, type ErrorCode, type ErrorEnvelope, GatesyncError, toErrorEnvelope } from './errors.ts';
@@ -167,7 +167,8 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
 
 /** sha256 hex of a token: what is stored and compared, never the token itself. */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
+  // crypto.hash: one call, no Hash object (it runs on every authenticated request).
+  return hash('sha256', token, 'hex');
 }
 
 /** Constant-time comparison of two sha256 hex digests. */
