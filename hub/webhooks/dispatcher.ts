@@ -8,9 +8,11 @@
  * check-in id, the ticket revision), so even a later re-send carries the same `webhook-id`.
  */
 import { hash } from 'node:crypto';
+import { headers } from '@nats-io/transport-node';
 import { GatesyncError } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
+import type { NatsConnection } from '../../shared/nats.ts';
 import type { PubAcks } from '../../shared/pub-acks.ts';
 import { subjects } from '../../shared/subjects.ts';
 import type { HubMetrics } from '../metrics.ts';
@@ -55,6 +57,8 @@ export function subscribes(e: EndpointRecord, m: WebhookMessage): boolean {
 export interface DispatcherOptions {
   /** Acknowledged JetStream publishes without a nats.js request each (see pub-acks.ts). */
   acks: PubAcks;
+  /** For the plain publish of a source event's message copy (`dispatch`). */
+  nc: NatsConnection;
   store: EndpointStore;
   logger: Logger;
   metrics: HubMetrics;
@@ -176,10 +180,27 @@ export class Dispatcher {
       work.push(direct === false ? this.queueDelivery(d) : direct);
     }
     if (work.length === 0) return 0;
-    work.push(this.storeMessage(m));
-    await Promise.all(work);
+    this.copyMessage(m);
+    if (work.length === 1) await work[0];
+    else await Promise.all(work);
     this.opts.metrics.webhookMessages.inc({ type: m.type }, 1);
     return work.length - 1;
+  }
+
+  /**
+   * The message's copy in GS_WH_MESSAGES as a plain publish, no PubAck awaited (a source event's message,
+   * see `dispatch`). It leaves on the connection before the event's ack, which the caller sends only
+   * later, so the server has it before it hears the event is done; it is lost only if the stream refuses
+   * it (as the attempt log would be). The copy serves the API and resend; deliveries carry the message.
+   */
+  copyMessage(m: WebhookMessage): void {
+    const h = headers();
+    h.set('Nats-Msg-Id', m.id);
+    try {
+      this.opts.nc.publish(subjects.message(m.id), Buffer.from(storedMessage(m)), { headers: h });
+    } catch (err: unknown) {
+      this.opts.logger.warn({ err: String(err), message: m.id }, 'webhook message copy not written');
+    }
   }
 
   async storeMessage(m: WebhookMessage): Promise<void> {

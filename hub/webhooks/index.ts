@@ -57,6 +57,7 @@ export async function startWebhooks(opts: WebhooksOptions): Promise<Webhooks> {
   const acks = new PubAcks(opts.nc);
   const dispatcher = new Dispatcher({
     acks,
+    nc: opts.nc,
     store,
     logger,
     metrics,

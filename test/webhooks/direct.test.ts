@@ -89,6 +89,18 @@ test('hub killed with -9 while direct first attempts are in flight: after restar
   );
   assert.equal([...ids].filter((id) => !expected.has(id)).length, 0, 'nothing unknown');
   assert.equal(rx.verified(ep.body.secret).length, rx.received.length, 'every request verifies');
+  // The message's copy (a plain publish before the check-in's ack) is stored and served with its attempts.
+  const first = list[0];
+  assert.ok(first);
+  const id = derivedMessageId('checkin.created', first.id);
+  const got = await waitFor(async () => {
+    const res = await hub.api<{ type: string; data: { checkin_id: string }; attempts: unknown[] }>(
+      `/v1/webhooks/messages/${id}`,
+    );
+    return res.status === 200 && res.body.attempts.length >= 1 ? res.body : undefined;
+  });
+  assert.equal(got.type, 'checkin.created');
+  assert.equal(got.data.checkin_id, first.id);
 });
 
 test('a hanging endpoint beside a fast one: the fast one gets every check-in, the hanging one its queue', async (t) => {
