@@ -174,7 +174,7 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-/** Tickets the store keeps in memory at most (about 400 bytes each); past it, misses ask the table. */
+/** Tickets the store keeps in memory at most (about 600 bytes of heap each); past it, misses ask the table. */
 export const TICKET_CACHE_MAX = 500_000;
 
 /** How often the outbox's sent watermark is written at most (see markSentThrough). */
