@@ -273,12 +273,13 @@ export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
       toMessage(m) {
         const c = decodeCheckin(m.data);
         const type = c.decision === 'admit' ? 'checkin.created' : 'checkin.rejected';
+        const scannedAt = iso(c.scanned_at);
         return dispatcher.message({
           id: derivedMessageId(type, c.id),
           type,
           venue: c.venue,
           orderKey: c.ticket_id,
-          timestamp: iso(c.scanned_at),
+          timestamp: scannedAt,
           data: {
             checkin_id: c.id,
             venue: c.venue,
@@ -292,7 +293,7 @@ export function streamSources(dispatcher: Dispatcher): SourceSpec[] {
             method: c.method,
             unsynced_ticket: c.unsynced_ticket,
             seq: c.seq,
-            scanned_at: iso(c.scanned_at),
+            scanned_at: scannedAt,
           },
         });
       },

@@ -201,8 +201,9 @@ export class EndpointWorker {
   private readonly recent: { ok: boolean; ms: number }[] = [];
   private recentAt = 0;
   private lastError: string | null = null;
-  private lastErrorAt: string | null = null;
-  private lastAttemptAt: string | null = null;
+  /** Milliseconds since the epoch (formatted when health() is asked, not on every attempt). */
+  private lastErrorAt: number | null = null;
+  private lastAttemptAt: number | null = null;
   private readonly counters = new Map<string, { inc(): void }>();
   private readonly timers = new Map<string, { observe(v: number): void }>();
   private running = 0;
@@ -383,8 +384,8 @@ export class EndpointWorker {
       latency_p50_ms: quantile(sorted, 0.5),
       latency_p95_ms: quantile(sorted, 0.95),
       last_error: this.lastError,
-      last_error_at: this.lastErrorAt,
-      last_attempt_at: this.lastAttemptAt,
+      last_error_at: this.lastErrorAt === null ? null : new Date(this.lastErrorAt).toISOString(),
+      last_attempt_at: this.lastAttemptAt === null ? null : new Date(this.lastAttemptAt).toISOString(),
     };
   }
 
@@ -695,7 +696,7 @@ export class EndpointWorker {
     if (this.recent.length < STATS_WINDOW) this.recent.push({ ok, ms });
     else this.recent[this.recentAt] = { ok, ms };
     this.recentAt = (this.recentAt + 1) % STATS_WINDOW;
-    this.lastAttemptAt = new Date(at).toISOString();
+    this.lastAttemptAt = at;
     this.failing = !ok;
     if (!ok) {
       this.lastError = error;
