@@ -22,7 +22,7 @@
  * included) and markSent (the publisher marking acked rows), and the CPU time of the three processes.
  *
  * Baseline: 10,000 publishes of a payload as long as one encoded check-in (toCheckinMessage + encode), on
- * subjects as long as a check-in's, each with msgID and expect lastSubjectSequence 0, up to 256 in flight,
+ * subjects as long as a check-in's, each with expect lastSubjectSequence 0, up to 256 in flight,
  * to a separate stream on the same server, from this process: straight to the server, and through a
  * second harness proxy (the agent's path). Run twice before, between and after the rounds; the median is
  * the baseline.

@@ -14,7 +14,7 @@
  * the timing. The moment south's store committed the check-in is also taken without polling, by metering
  * south's store.applyVenueCheckins (the wrapper times the call and changes nothing).
  *
- * Baseline: one message at a time, publish() (msgID, expect lastSubjectSequence 0, payload as long as one
+ * Baseline: one message at a time, publish() (expect lastSubjectSequence 0, payload as long as one
  * encoded check-in, subject as long as a check-in's) on one connection -> arrival at an ordered consumer
  * (consume(), max_messages 1000, expires 5 s, as peer-checkins.ts reads) on a second connection, to a
  * separate stream. Baseline and gatesync alternate in two halves each.

@@ -3,8 +3,8 @@
  *
  * Up to `window` publishes are in flight at once, so a backlog of thousands drains in about the time of
  * a bare publish loop. A check-in the stream already holds (a re-send after a lost ack, a crash between
- * ack and mark, a replay days later) comes back as a duplicate ack or as error 10071 (the subject already
- * has a message): both mean "stored", so re-sending is always harmless. While NATS is unreachable the
+ * ack and mark, a replay days later) comes back as error 10071 (its subject already has a message),
+ * which means "stored", so re-sending is always harmless. While NATS is unreachable the
  * publisher pauses, and it resumes by itself when the link returns.
  *
  * What is sent is tracked as one watermark in the store (`sent_through`): it moves over the prefix of
@@ -79,10 +79,11 @@ export async function publishCheckin(publisher: PubAcks, r: CheckinRecord): Prom
   const reply = await publisher.publish(
     subjects.checkin(r.venue, r.agent, r.id),
     encode(toCheckinMessage(r)),
-    {
-      msgID: r.id,
-      expectLastSubjectSequence: 0,
-    },
+    // Each check-in has a subject of its own, and the stream refuses a second message on it for as long
+    // as it holds the first: that is the dedupe, durable and not limited to a window. No Nats-Msg-Id:
+    // it only duplicated that check for two minutes, at the cost of a headers object per publish here
+    // and a duplicate-window entry per message in nats-server (the shared expect-empty headers are used).
+    { expectLastSubjectSequence: 0 },
   );
   if (reply.ok) return reply.duplicate;
   // The subject already holds a message: the check-in is stored (a re-send after the duplicate window).

@@ -3,7 +3,8 @@
  * with none of gatesync around it. Each uses its own stream (`GSBENCH_<tag>`, subjects `gsbench.<tag>.>`),
  * configured like GS_CHECKINS (file storage, 2-minute duplicate window), and its own connection(s).
  *
- * - publishWindow: N publishes, each with msgID and expect lastSubjectSequence 0 on its own subject, up
+ * - publishWindow: N publishes, each with expect lastSubjectSequence 0 on its own subject (as the agent's
+ *   outbox publishes check-ins, without a Nats-Msg-Id since 2026-11-23), up
  *   to `window` in flight (a slot is refilled as soon as any ack returns). This is the ideal the outbox
  *   publisher's drain is compared with.
  * - deliveryLatency: one message at a time, time from publish() to its arrival at an ordered consumer
@@ -85,7 +86,6 @@ export async function publishWindow(
         const i = next++;
         inFlight++;
         js.publish(subjectsList[i] as string, opts.payload, {
-          msgID: ids[i] as string,
           expect: { lastSubjectSequence: 0 },
           timeout: 5_000,
         }).then(
@@ -150,7 +150,7 @@ export async function deliveryLatency(opts: {
         timer = setTimeout(() => reject(new Error(`baseline message ${i} not delivered in 10 s`)), 10_000);
       });
       const started = performance.now();
-      const ack = js.publish(subject, opts.payload, { msgID: id, expect: { lastSubjectSequence: 0 } });
+      const ack = js.publish(subject, opts.payload, { expect: { lastSubjectSequence: 0 } });
       const at = await arrived.finally(() => clearTimeout(timer));
       await ack;
       waiting.delete(subject);

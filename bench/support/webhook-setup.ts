@@ -144,7 +144,6 @@ export function admission(venue: string, agent: string, seq: number, ticketId: s
 /** Publishes one check-in as an agent's outbox publisher does; resolves on JetStream's ack. */
 export async function publishAdmission(js: JetStreamClient, c: CheckinMessage): Promise<void> {
   await js.publish(subjects.checkin(c.venue, c.agent, c.id), encode(c), {
-    msgID: c.id,
     expect: { lastSubjectSequence: 0 },
     timeout: 5_000,
   });
