@@ -1,11 +1,16 @@
 /**
  * One HTTP attempt at a webhook delivery, with undici: separate connect, headers and body timeouts plus an
  * overall deadline, a bounded connection pool per origin, every address checked at connect time (SSRF and
- * DNS rebinding, see ssrf.ts), redirects never followed (undici's `request` does not follow them; a 3xx is
+ * DNS rebinding, see ssrf.ts), redirects never followed (undici's dispatch does not follow them; a 3xx is
  * a failed attempt), and the response body read only up to a cap, then the connection dropped.
+ *
+ * The request goes through undici's dispatcher API with a handler of ours (`Exchange`), not `request()`:
+ * `request()` wraps every response in a Readable stream, an async resource and a promise, parses the URL
+ * and every response header, and an overall deadline needed an abort signal of its own per request. The
+ * handler keeps the status, the few headers a failure needs, and the body chunks up to the cap; the
+ * deadline aborts it directly.
  */
-import { EventEmitter } from 'node:events';
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import type { WebhookSettings } from '../config.ts';
 import type { AttemptOutcome } from './retry-policy.ts';
 import { type Resolver, safeConnector } from './ssrf.ts';
@@ -56,16 +61,112 @@ function errorText(err: unknown): string {
   return parts.join(': ') || String(err);
 }
 
-/** One attempt's overall deadline: undici aborts the request when `signal` emits 'abort'. */
-interface Deadline {
-  signal: EventEmitter;
-  /** performance.now() milliseconds. */
-  at: number;
-  expired: boolean;
-}
-
 /** Milliseconds between checks of the attempts' overall deadlines (an attempt may overrun by this much). */
 const DEADLINE_SWEEP_MS = 250;
+
+/** Why an exchange was aborted by us: the overall deadline, or a body over the cap. */
+class Cut extends Error {}
+
+/**
+ * One request and its answer, as undici's (legacy) dispatch handler: it is called with the connection's
+ * abort function, the status and raw headers, each body chunk and the end, or an error.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  statusCode: number | null = null;
+  private rawHeaders: Buffer[] | string[] | null = null;
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  /** The overall deadline passed (the sweep aborted it). */
+  expired = false;
+  private abortFn: ((err?: Error) => void) | undefined;
+  private resolve!: (x: Exchange) => void;
+  private reject!: (err: unknown) => void;
+  readonly done: Promise<Exchange>;
+
+  constructor(
+    readonly at: number,
+    private readonly cap: number,
+  ) {
+    this.done = new Promise<Exchange>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+
+  /** Ends the exchange now: the deadline passed. */
+  expire(): void {
+    this.expired = true;
+    this.abortFn?.(new Cut('deadline'));
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortFn = abort;
+    if (this.expired) abort(new Cut('deadline'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[] | string[] | null): boolean {
+    if (statusCode < 200) return true; // 1xx: the answer is still to come
+    this.statusCode = statusCode;
+    this.rawHeaders = rawHeaders;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    const room = this.cap - this.size;
+    if (chunk.length > room) {
+      if (room > 0) this.chunks.push(chunk.subarray(0, room));
+      this.size = this.cap;
+      this.truncated = true;
+      this.abortFn?.(new Cut('cap')); // the rest is not read: the connection is dropped
+      return false;
+    }
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    return true;
+  }
+
+  onComplete(): void {
+    this.resolve(this);
+  }
+
+  onError(err: Error): void {
+    if (this.statusCode === null) {
+      this.reject(err); // no answer: a network error (or the deadline, see `expired`)
+      return;
+    }
+    // After the status the attempt is complete: cut at the cap on purpose, or a body that broke off
+    // (a timeout, a reset, the deadline), which only shortens what is logged.
+    if (!(err instanceof Cut && err.message === 'cap')) this.bodyError = err;
+    this.resolve(this);
+  }
+
+  /** Set when the body broke off after the status (a timeout, a reset): what is logged says so. */
+  bodyError: Error | undefined;
+
+  body(): string {
+    if (this.chunks.length === 0) return '';
+    return (this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks)).toString(
+      'utf8',
+    );
+  }
+
+  /** One response header's value (the first), by lower-case name; read only for failures. */
+  header(name: string): string | undefined {
+    const h = this.rawHeaders;
+    if (h === null) return undefined;
+    for (let i = 0; i + 1 < h.length; i += 2) {
+      if (String(h[i]).toLowerCase() === name) return String(h[i + 1]);
+    }
+    return undefined;
+  }
+}
+
+/** Where a URL's requests go, split once per URL: undici's dispatch takes origin and path apart. */
+interface Target {
+  origin: string;
+  path: string;
+}
 
 export class WebhookSender {
   private readonly agent: Agent;
@@ -75,8 +176,9 @@ export class WebhookSender {
    * timer for all of them: `AbortSignal.timeout()` per attempt cost about 9 microseconds of EventTarget
    * and timer set-up each (measured), a tenth of a bare POST's whole CPU cost.
    */
-  private readonly deadlines = new Set<Deadline>();
+  private readonly inFlight = new Set<Exchange>();
   private sweeper: NodeJS.Timeout | undefined;
+  private readonly targets = new Map<string, Target>();
 
   constructor(
     private readonly settings: WebhookSettings,
@@ -101,113 +203,85 @@ export class WebhookSender {
     return this.deadlineMs;
   }
 
+  private target(url: string): Target {
+    let t = this.targets.get(url);
+    if (t === undefined) {
+      const u = new URL(url);
+      t = { origin: u.origin, path: `${u.pathname}${u.search}` };
+      if (this.targets.size >= 1_000) this.targets.clear();
+      this.targets.set(url, t);
+    }
+    return t;
+  }
+
   async send(input: SendInput): Promise<SendResult> {
     const started = performance.now();
-    const elapsed = () => Math.round(performance.now() - started);
-    // undici accepts an EventEmitter as the abort signal: cheaper to make than an AbortSignal.
-    const deadline: Deadline = {
-      signal: new EventEmitter(),
-      at: started + this.deadlineMs,
-      expired: false,
-    };
-    this.deadlines.add(deadline);
+    const x = new Exchange(started + this.deadlineMs, this.settings.responseBodyCap);
+    this.inFlight.add(x);
     if (this.sweeper === undefined) {
       this.sweeper = setInterval(() => this.sweep(), DEADLINE_SWEEP_MS);
       this.sweeper.unref();
     }
-    const signal = deadline.signal;
-    let statusCode: number | null = null;
     try {
-      const res = await request(input.url, {
-        method: 'POST',
-        dispatcher: this.agent,
-        headers: headerList(input.headers),
-        body: input.body,
-        signal,
-      });
-      statusCode = res.statusCode;
-      // The status decides the outcome; a body that then stalls or breaks only shortens what is logged.
-      let text = '';
-      let truncated = false;
-      try {
-        ({ text, truncated } = await this.readCapped(res.body));
-      } catch (err: unknown) {
-        text = `(response body unreadable: ${errorCode(err)})`;
+      const { origin, path } = this.target(input.url);
+      this.agent.dispatch(
+        { origin, path, method: 'POST', headers: headerList(input.headers), body: input.body },
+        x,
+      );
+      await x.done;
+      const status = x.statusCode as number;
+      let responseBody = x.body();
+      let truncated = x.truncated;
+      if (x.bodyError !== undefined) {
+        responseBody = `(response body unreadable: ${x.expired ? 'ETIMEDOUT' : errorCode(x.bodyError)})`;
         truncated = true;
       }
-      const retryAfter = res.headers['retry-after'];
-      const outcome: AttemptOutcome = {
-        kind: 'response',
-        status: res.statusCode,
-        retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
-      };
-      const ok = res.statusCode >= 200 && res.statusCode <= 299;
+      const ok = status >= 200 && status <= 299;
       let error: string | null = null;
+      let retryAfter: string | undefined;
       if (!ok) {
-        const location = res.headers.location;
+        retryAfter = x.header('retry-after');
+        const location = x.header('location');
         error =
-          res.statusCode >= 300 && res.statusCode <= 399
-            ? `HTTP ${res.statusCode}: redirects are not followed${location === undefined ? '' : ` (to ${String(location)})`}`
-            : `HTTP ${res.statusCode}`;
+          status >= 300 && status <= 399
+            ? `HTTP ${status}: redirects are not followed${location === undefined ? '' : ` (to ${location})`}`
+            : `HTTP ${status}`;
       }
       return {
-        outcome,
-        statusCode,
-        durationMs: elapsed(),
+        outcome: { kind: 'response', status, retryAfter },
+        statusCode: status,
+        durationMs: Math.round(performance.now() - started),
         error,
-        responseBody: text,
+        responseBody,
         responseTruncated: truncated,
       };
     } catch (err: unknown) {
-      const code = deadline.expired ? 'ETIMEDOUT' : errorCode(err);
-      const text = deadline.expired ? `no answer within ${this.deadlineMs} ms` : errorText(err);
+      const code = x.expired ? 'ETIMEDOUT' : errorCode(err);
+      const text = x.expired ? `no answer within ${this.deadlineMs} ms` : errorText(err);
       return {
         outcome: { kind: 'network', code },
-        statusCode,
-        durationMs: elapsed(),
+        statusCode: null,
+        durationMs: Math.round(performance.now() - started),
         error: `${code}: ${text}`,
         responseBody: '',
         responseTruncated: false,
       };
     } finally {
-      this.deadlines.delete(deadline);
+      this.inFlight.delete(x);
     }
   }
 
   private sweep(): void {
     const now = performance.now();
-    for (const d of this.deadlines) {
-      if (d.at > now) break;
-      this.deadlines.delete(d);
-      d.expired = true;
-      d.signal.emit('abort');
+    for (const x of this.inFlight) {
+      if (x.at > now) break;
+      this.inFlight.delete(x);
+      x.expire();
     }
-    if (this.deadlines.size === 0 && this.sweeper !== undefined) {
+    if (this.inFlight.size === 0 && this.sweeper !== undefined) {
       clearInterval(this.sweeper);
       this.sweeper = undefined;
     }
-  }
-
-  /** Reads at most `responseBodyCap` bytes; a longer body is cut off and its connection dropped. */
-  private async readCapped(body: AsyncIterable<Buffer> & { destroy(): unknown }): Promise<{
-    text: string;
-    truncated: boolean;
-  }> {
-    const cap = this.settings.responseBodyCap;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of body) {
-      const room = cap - size;
-      if (chunk.length > room) {
-        if (room > 0) chunks.push(chunk.subarray(0, room));
-        size = cap;
-        body.destroy();
-        return { text: Buffer.concat(chunks).toString('utf8'), truncated: true };
-      }
-      chunks.push(chunk);
-      size += chunk.length;
-    }
-    return { text: Buffer.concat(chunks).toString('utf8'), truncated: false };
   }
 
   async close(): Promise<void> {
