@@ -8,7 +8,6 @@
  * check-in id, the ticket revision), so even a later re-send carries the same `webhook-id`.
  */
 import { hash } from 'node:crypto';
-import { headers } from '@nats-io/transport-node';
 import { GatesyncError } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -194,10 +193,10 @@ export class Dispatcher {
    * it (as the attempt log would be). The copy serves the API and resend; deliveries carry the message.
    */
   copyMessage(m: WebhookMessage): void {
-    const h = headers();
-    h.set('Nats-Msg-Id', m.id);
+    // No Nats-Msg-Id: the stream keeps one message per subject, so a copy sent again (the event
+    // processed again) replaces the same content, and the server tracks no id for it.
     try {
-      this.opts.nc.publish(subjects.message(m.id), Buffer.from(storedMessage(m)), { headers: h });
+      this.opts.nc.publish(subjects.message(m.id), Buffer.from(storedMessage(m)));
     } catch (err: unknown) {
       this.opts.logger.warn({ err: String(err), message: m.id }, 'webhook message copy not written');
     }
