@@ -56,10 +56,16 @@ type ToFront =
       t: 'response';
       id: number;
       status: number;
+      /** Without hop-by-hop headers; content-length only for HEAD (the app's). */
       headers: Record<string, string | string[]>;
+      /** The app asked for the connection to be closed after this answer. */
+      close: boolean;
       body: Uint8Array;
     }
   | { t: 'close'; graceMs: number };
+
+/** Headers of inject's answers that belong to its connection, not to the answer. */
+const HOP_HEADERS = new Set(['transfer-encoding', 'keep-alive', 'date']);
 
 /** Milliseconds a stopping front waits for busy connections before it cuts them (as the Fastify app). */
 const CLOSE_GRACE_MS = 2_000;
@@ -128,12 +134,16 @@ function runFront(data: FrontData, port: NonNullable<typeof parentPort>): void {
     status: number,
     headers: Record<string, string | string[]>,
     body: Buffer | string,
+    close = false,
   ) => {
     const p = pending.get(id);
     if (p === undefined) return;
     pending.delete(id);
-    if (closing || p.closeAfter) headers.connection = 'close';
-    headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.length);
+    // Otherwise Node decides: keep-alive unless the client asked to close or speaks HTTP/1.0.
+    if (closing || close || p.closeAfter) headers.connection = 'close';
+    // A HEAD answer has no body but carries the app's Content-Length of the GET answer.
+    if (p.res.req.method !== 'HEAD' || headers['content-length'] === undefined)
+      headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.length);
     p.res.writeHead(status, headers);
     p.res.end(body);
   };
@@ -193,7 +203,13 @@ function runFront(data: FrontData, port: NonNullable<typeof parentPort>): void {
           finish(id, status, { 'content-type': 'application/json; charset=utf-8' }, json);
         break;
       case 'response':
-        finish(m.id, m.status, m.headers, Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength));
+        finish(
+          m.id,
+          m.status,
+          m.headers,
+          Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength),
+          m.close,
+        );
         break;
       case 'close': {
         closing = true;
@@ -238,7 +254,11 @@ export interface HttpFrontOptions {
 /** The main thread's side: starts the front, answers what it sends, stops it. */
 export class HttpFront {
   private worker: Worker | undefined;
-  private answers: AnswerItem[] = [];
+  /**
+   * Answers waiting to leave, by the thread whose requests they answer: request ids are that thread's
+   * own, so an answer must never reach a thread started after it (a restart).
+   */
+  private answers = new Map<Worker, AnswerItem[]>();
   private stopping = false;
   private closed: (() => void) | undefined;
   /** The port actually bound; a restarted front binds it again. */
@@ -276,14 +296,16 @@ export class HttpFront {
             resolve(m.port);
             break;
           case 'listen_error':
-            if (!listening) reject(new Error(`the agent's HTTP front cannot listen: ${m.message}`));
-            else this.opts.logger.error({ err: m.message }, 'HTTP front server error');
+            if (!listening) {
+              reject(new Error(`the agent's HTTP front cannot listen: ${m.message}`));
+              void worker.terminate();
+            } else this.opts.logger.error({ err: m.message }, 'HTTP front server error');
             break;
           case 'scans':
-            for (const item of m.items) this.scan(item);
+            for (const item of m.items) this.scan(worker, item);
             break;
           case 'request':
-            this.forward(m.id, m.method, m.url, m.headers, m.body);
+            this.forward(worker, m.id, m.method, m.url, m.headers, m.body);
             break;
           case 'closed':
             this.closed?.();
@@ -296,47 +318,65 @@ export class HttpFront {
       });
       worker.on('exit', (code) => {
         if (this.worker === worker) this.worker = undefined;
+        this.answers.delete(worker);
         this.closed?.();
         if (this.stopping || !listening) return;
         // Its connections are gone with it; scanners reconnect. Serve again on the same port.
         this.opts.logger.error({ code }, 'HTTP front thread exited; starting it again');
-        this.spawn(this.port).catch((err: unknown) =>
-          this.opts.logger.error({ err: String(err) }, 'HTTP front thread did not start again'),
-        );
+        this.respawn(0);
       });
     });
   }
 
-  private scan([id, code, direction, scanner]: ScanItem): void {
+  /** Starts the front again on its port, retrying every second (with an error each time) until it listens. */
+  private respawn(attempt: number): void {
+    if (this.stopping) return;
+    this.spawn(this.port).catch((err: unknown) => {
+      this.opts.logger.error(
+        { err: String(err), attempt: attempt + 1 },
+        'HTTP front thread did not start again; retrying in 1 s',
+      );
+      setTimeout(() => this.respawn(attempt + 1), 1_000).unref();
+    });
+  }
+
+  private scan(worker: Worker, [id, code, direction, scanner]: ScanItem): void {
     const body = direction === '' ? { code } : { code, direction: direction as 'in' | 'out' };
     this.opts.answerScan(body, scanner).then(
-      (answer) => this.answer(id, 200, JSON.stringify(answer)),
+      (answer) => this.answer(worker, id, 200, JSON.stringify(answer)),
       (err: unknown) => {
         const { status, body: envelope } = this.opts.answerError(
           err instanceof Error ? err : new Error(String(err)),
         );
-        this.answer(id, status, JSON.stringify(envelope));
+        this.answer(worker, id, status, JSON.stringify(envelope));
       },
     );
   }
 
   /** Queues an answer; a group's answers leave together, after the turn that resolved them. */
-  private answer(id: number, status: number, json: string): void {
-    if (this.answers.length === 0) setImmediate(() => this.flush());
-    this.answers.push([id, status, json]);
+  private answer(worker: Worker, id: number, status: number, json: string): void {
+    let items = this.answers.get(worker);
+    if (items === undefined) {
+      items = [];
+      this.answers.set(worker, items);
+      setImmediate(() => this.flush(worker));
+    }
+    items.push([id, status, json]);
   }
 
-  private flush(): void {
-    const items = this.answers;
-    this.answers = [];
-    this.post({ t: 'answers', items });
+  private flush(worker: Worker): void {
+    const items = this.answers.get(worker);
+    this.answers.delete(worker);
+    if (items !== undefined) this.post(worker, { t: 'answers', items });
   }
 
-  private post(m: ToFront): void {
-    this.worker?.postMessage(m);
+  /** To the thread that asked, if it is still the current one (a dead thread's clients are gone). */
+  private post(worker: Worker, m: ToFront): void {
+    if (worker === this.worker) worker.postMessage(m);
   }
 
   private forward(
+    worker: Worker,
     id: number,
     method: string,
     url: string,
@@ -352,22 +392,40 @@ export class HttpFront {
       })
       .then(
         (res) => {
+          // Connection handling is the front's: inject says keep-alive on every answer, and copying it
+          // would keep a client that asked to close (or speaks HTTP/1.0) open. The app's own
+          // `connection: close` (after a body it could not read) is kept as a flag.
           const headers: Record<string, string | string[]> = {};
+          let close = false;
           for (const [k, v] of Object.entries(res.headers)) {
-            if (v === undefined || k === 'content-length' || k === 'transfer-encoding') continue;
+            if (v === undefined || HOP_HEADERS.has(k)) continue;
+            if (k === 'connection') {
+              close = String(v).toLowerCase().includes('close');
+              continue;
+            }
+            // A HEAD answer has no body but says how long the GET one would be.
+            if (k === 'content-length' && method !== 'HEAD') continue;
             headers[k] = typeof v === 'number' ? String(v) : v;
           }
-          this.post({ t: 'response', id, status: res.statusCode, headers, body: res.rawPayload });
+          this.post(worker, {
+            t: 'response',
+            id,
+            status: res.statusCode,
+            headers,
+            close,
+            body: res.rawPayload,
+          });
         },
         (err: unknown) => {
           const { status, body: envelope } = this.opts.answerError(
             err instanceof Error ? err : new Error(String(err)),
           );
-          this.post({
+          this.post(worker, {
             t: 'response',
             id,
             status,
             headers: { 'content-type': 'application/json; charset=utf-8' },
+            close: false,
             body: Buffer.from(JSON.stringify(envelope)),
           });
         },
@@ -381,7 +439,7 @@ export class HttpFront {
     if (worker === undefined) return;
     await new Promise<void>((resolve) => {
       this.closed = resolve;
-      this.post({ t: 'close', graceMs: CLOSE_GRACE_MS });
+      this.post(worker, { t: 'close', graceMs: CLOSE_GRACE_MS });
     });
     this.closed = undefined;
     await worker.terminate();

@@ -165,6 +165,8 @@ export async function startAgent(config: AgentConfig, logger: Logger): Promise<A
       bodyLimit: AGENT_BODY_LIMIT,
       scannerTokens: config.scannerTokens,
     });
+    // Routes and schemas compiled now: a mistake stops the start, not the first forwarded request.
+    await app.ready();
     port = await front.start();
   } else {
     await app.listen({ host: config.host, port: config.port });

@@ -31,7 +31,7 @@ export interface ScanResult extends DecisionOutcome {
   checkinId: string;
   seq: number;
   scannedAt: number;
-  ticket: StoredTicket | undefined;
+  ticket: Readonly<StoredTicket> | undefined;
   /** The check-in as committed: what the outbox sends. */
   record: CheckinRecord;
 }
@@ -81,7 +81,10 @@ export class ScanService {
   }
 
   /** What a scan would decide now, without recording anything. */
-  preview(code: string, direction: Direction): DecisionOutcome & { ticket: StoredTicket | undefined } {
+  preview(
+    code: string,
+    direction: Direction,
+  ): DecisionOutcome & { ticket: Readonly<StoredTicket> | undefined } {
     const { check, ticket } = this.checkCode(code);
     const outcome = this.decide(check, ticket, direction, this.now());
     return { ...outcome, ticket };
@@ -141,7 +144,12 @@ export class ScanService {
     return { ...outcome, checkinId: rec.id, seq, scannedAt: p.receivedAt, ticket, record: { ...rec, seq } };
   }
 
-  private decide(check: CodeCheck, ticket: StoredTicket | undefined, direction: Direction, now: number) {
+  private decide(
+    check: CodeCheck,
+    ticket: Readonly<StoredTicket> | undefined,
+    direction: Direction,
+    now: number,
+  ) {
     const ticketId = check.kind === 'code' || check.kind === 'token' ? check.ticketId : undefined;
     const presence = ticketId === undefined ? undefined : this.opts.store.getPresence(ticketId);
     return decideScan({
@@ -161,7 +169,7 @@ export class ScanService {
    * compared with the stored one (about a microsecond); only a token the store does not know is
    * signature-checked (about 120 microseconds).
    */
-  private checkCode(code: string): { check: CodeCheck; ticket: StoredTicket | undefined } {
+  private checkCode(code: string): { check: CodeCheck; ticket: Readonly<StoredTicket> | undefined } {
     if (!isQrToken(code)) {
       if (!isValidId(code)) return { check: { kind: 'malformed' }, ticket: undefined };
       const ticket = this.opts.store.getTicket(code);

@@ -211,8 +211,9 @@ export interface PresenceChange {
 }
 
 /**
- * The presence rule, the same as the table's upsert: the newest admission (by scan time) says whether
- * the ticket is inside; an admission already applied, or older than the one applied, changes nothing.
+ * The presence rule, the same as the table's upsert: the newest admission (by scan time, then by id)
+ * says whether the ticket is inside; an admission already applied, or older than the one applied,
+ * changes nothing.
  * Returns the new presence, or undefined when nothing changes.
  */
 export function nextPresence(p: Presence | undefined, c: PresenceChange): Presence | undefined {
@@ -226,7 +227,9 @@ export function nextPresence(p: Presence | undefined, c: PresenceChange): Presen
       last_at: c.scanned_at,
       entries: entry,
     };
-  if (c.scanned_at < p.last_at || p.last_checkin_id === c.id) return undefined;
+  // Newer wins; at the same millisecond the larger check-in id does, so the result is the same in any
+  // order of arrival (a re-open folds this gate's own admissions after the other gates').
+  if (c.scanned_at < p.last_at || (c.scanned_at === p.last_at && c.id <= p.last_checkin_id)) return undefined;
   return {
     ...p,
     inside: c.direction === 'in',
@@ -307,7 +310,8 @@ export class TicketStore {
          VALUES (@ticket_id, @inside, @checkin_id, @checkin_id, @at, @entry)
          ON CONFLICT (ticket_id) DO UPDATE SET inside = excluded.inside, last_checkin_id = excluded.last_checkin_id,
            last_at = excluded.last_at, entries = presence.entries + excluded.entries
-         WHERE excluded.last_at >= presence.last_at AND presence.last_checkin_id != excluded.last_checkin_id`,
+         WHERE excluded.last_at > presence.last_at
+            OR (excluded.last_at = presence.last_at AND excluded.last_checkin_id > presence.last_checkin_id)`,
       ),
       // Positional, like upsertTicket: binding by name built an object and looked up each name per scan.
       insertCheckin: this.db.prepare<
