@@ -176,9 +176,11 @@ export class StreamSource {
           await new Promise<void>((resolve) => (this.space = resolve));
           this.deps.dispatcher.roomWanted(false);
         }
-        // Taken together in the next turn: the iterator yields one event per microtask, and nats.js
-        // flushes its buffer on a microtask, so publishes made here would cost a socket write each.
-        if (this.arrived.length === 0) setImmediate(() => this.takeArrived());
+        // Taken together once the iterator has yielded what arrived: it yields one event per microtask,
+        // and nats.js flushes its buffer on a microtask, so publishes made here would cost a socket write
+        // each. A tick, not the next turn of the loop: a request started from a setImmediate callback is
+        // written by undici only in the next turn, after a whole poll phase.
+        if (this.arrived.length === 0) process.nextTick(() => this.takeArrived());
         this.arrived.push(m);
       }
     } catch (err: unknown) {
