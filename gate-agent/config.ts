@@ -77,7 +77,7 @@ export function loadAgentConfig(source: SettingsSource): AgentConfig {
     default: join(process.cwd(), '.data', `agent-${agentId || 'agent'}.db`),
   });
   const reentry = s.bool('GATESYNC_REENTRY', false);
-  const httpThread = s.bool('GATESYNC_AGENT_HTTP_THREAD', true);
+  const httpThread = s.bool('GATESYNC_AGENT_HTTP_THREAD', false);
   const verifyWorkers = s.int('GATESYNC_VERIFY_WORKERS', {
     default: availableParallelism(),
     min: 0,

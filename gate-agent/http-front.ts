@@ -12,7 +12,11 @@
  * forwarded whole to the main thread's Fastify app (`inject`), so errors, validation, logging and
  * metrics stay in one place and answer exactly as before. Nothing is decided or stored here.
  *
- * GATESYNC_AGENT_HTTP_THREAD=false serves from the main thread instead (Fastify listening itself).
+ * Off by default (GATESYNC_AGENT_HTTP_THREAD=true turns it on): on the 2-core benchmark machine, with
+ * the load generator and nats-server on the same cores, it halved bench:scan's throughput at
+ * concurrency 16 (2,000 against 4,000 to 5,200 scans/s, p99 37 to 57 ms against 8 to 11) although the
+ * main thread was 70% idle: every hand-over between threads waits for a core, and a scan makes two more
+ * of them. It is kept, tested, for hosts with cores to spare; it has not been measured on one.
  */
 import { hash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
