@@ -15,7 +15,7 @@
  *   (default 24 hours, as Svix), so receivers can switch at their own pace. During the grace period the
  *   `webhook-signature` header holds one `v1,` entry per active secret, space-separated.
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { GatesyncError } from '../../shared/errors.ts';
 
 export const SECRET_PREFIX = 'whsec_';
@@ -121,13 +121,13 @@ export function signPayload({ id, timestamp, body, secrets }: SignInput): string
  * endpoint's secret again (a regular expression, a base64 decode and a re-encode). Bounded: a secret is
  * parsed again after the map is cleared.
  */
-const keys = new Map<string, Buffer>();
+const keys = new Map<string, KeyObject>();
 const MAX_KEYS = 1_000;
 
 function mac(secret: string, content: string): string {
   let key = keys.get(secret);
   if (key === undefined) {
-    key = parseSecret(secret);
+    key = createSecretKey(parseSecret(secret)); // a key object: no key set-up per signature
     if (keys.size >= MAX_KEYS) keys.clear();
     keys.set(secret, key);
   }
