@@ -15,7 +15,7 @@ import { type CodeCheck, type DecisionOutcome, decideScan } from './scan-decisio
 import {
   type CheckinRecord,
   type Direction,
-  qrHash,
+  qrHashKey,
   type StoredTicket,
   type TicketStore,
 } from './ticket-store.ts';
@@ -184,7 +184,7 @@ export class ScanService {
     const { claims } = parsed;
     const ticket = claims.venue === this.opts.venue ? this.opts.store.getTicket(claims.ticket) : undefined;
     const trusted =
-      (ticket !== undefined && qrHash(code).equals(ticket.qr_hash)) ||
+      (ticket !== undefined && qrHashKey(code) === ticket.qr_hash) ||
       verifyQrToken(parsed, this.opts.trustedKeys);
     if (!trusted) return { check: { kind: 'bad_signature' }, ticket: undefined };
     return {

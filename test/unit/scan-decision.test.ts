@@ -18,7 +18,7 @@ function ticket(extra: Partial<StoredTicket> = {}): StoredTicket {
     valid_from: NOW - HOUR,
     valid_until: NOW + HOUR,
     revoked_reason: null,
-    qr_hash: Buffer.alloc(16),
+    qr_hash: '\u0000'.repeat(16),
     stream_seq: 1,
     event_at: NOW - HOUR,
     ...extra,

@@ -101,3 +101,19 @@ test('concurrent WAL syncs share fsyncs: a burst of calls costs at most two', as
   await Promise.all(Array.from({ length: 50 }, () => wal.sync()));
   assert.ok(wal.syncs - before <= 2, `${wal.syncs - before} fsyncs`);
 });
+
+test("a synced ticket's own token is trusted by its stored hash, without a signature check", async (t) => {
+  const { store, qr } = await setup(t);
+  // No trusted keys at all: only the hash comparison can make the token trusted.
+  const noKeys = new ScanService({
+    store,
+    venue: 'v1',
+    agent: 'a1',
+    gate: 'g1',
+    reentry: false,
+    trustedKeys: new Map(),
+  });
+  assert.equal(noKeys.preview(qr, 'in').decision, 'admit', 'the stored hash matches the token');
+  const tampered = `${qr.slice(0, -2)}${qr.endsWith('A') ? 'B' : 'A'}${qr.slice(-1)}`;
+  assert.equal(noKeys.preview(tampered, 'in').reason, 'bad_signature', 'another token does not match');
+});

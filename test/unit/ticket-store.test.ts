@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { TicketStore } from '../../gate-agent/ticket-store.ts';
+import { qrHashKey, TicketStore } from '../../gate-agent/ticket-store.ts';
 import { EVENT_SCHEMA_VERSION, type TicketEvent } from '../../shared/events.ts';
 import { tmpDir } from '../harness/index.ts';
 
@@ -79,6 +79,11 @@ test('ticket store: stale revisions never overwrite newer ones, and re-applied p
     [3, 'revoked', []],
     'the tickets are read back at open',
   );
+  // The scan path trusts a token whose hash equals the stored one (no signature check): the same key
+  // whether the ticket was cached as applied or read back from its BLOB at open.
+  assert.equal(again.getTicket('a')?.qr_hash, qrHashKey('GS1.a'));
+  assert.equal(store.getTicket('a')?.qr_hash, qrHashKey('GS1.a'));
+  assert.notEqual(again.getTicket('a')?.qr_hash, qrHashKey('GS1.b'));
   // Tickets applied in a transaction that rolls back are neither stored nor answered from memory.
   assert.throws(() =>
     again.transaction(() => {
