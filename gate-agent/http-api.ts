@@ -7,6 +7,7 @@ import type { Static } from 'typebox';
 import { GatesyncError } from '../shared/errors.ts';
 import { bearerToken, createHttpServer, hashToken } from '../shared/http.ts';
 import type { Logger } from '../shared/logger.ts';
+import { childCache } from '../shared/metric-children.ts';
 import {
   type AgentStatus,
   type AgentStatusBase,
@@ -40,20 +41,8 @@ export interface TicketSummary {
   status: string;
 }
 
-/** Summaries of the store's cached tickets (one object per ticket revision), made once each. */
-const summaries = new WeakMap<Readonly<StoredTicket>, TicketSummary>();
-
 function summary(t: Readonly<StoredTicket> | undefined): TicketSummary | undefined {
   if (t === undefined) return undefined;
-  let s = summaries.get(t);
-  if (s === undefined) {
-    s = makeSummary(t);
-    summaries.set(t, s);
-  }
-  return s;
-}
-
-function makeSummary(t: Readonly<StoredTicket>): TicketSummary {
   return {
     id: t.id,
     holder: t.holder,
@@ -173,17 +162,9 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
   registerStatusPage(app);
   app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(AGENT_OPENAPI));
 
-  // The labelled counter of each decision and reason, looked up by label once rather than per scan.
-  const decisionCounters = new Map<string, { inc: () => void }>();
-  const decisionCounter = (decision: string, reason: string | null) => {
-    const key = `${decision}/${reason ?? ''}`;
-    let c = decisionCounters.get(key);
-    if (c === undefined) {
-      c = opts.metrics.decisions.labels({ decision, reason: reason ?? '' });
-      decisionCounters.set(key, c);
-    }
-    return c;
-  };
+  const decisionCounter = childCache((decision: string, reason: string) =>
+    opts.metrics.decisions.labels({ decision, reason }),
+  );
 
   /**
    * A scan, from a validated body and the scanner its token names, to the answer: the route's handler,
@@ -195,7 +176,7 @@ export function buildAgentHttp(opts: AgentHttpOptions): FastifyInstance {
       throw new GatesyncError('forbidden', `this token belongs to scanner ${scanner}, not ${body.scanner}`);
     }
     const r = await opts.scans.scan({ code: body.code, direction: body.direction ?? 'in', scanner });
-    decisionCounter(r.decision, r.reason).inc();
+    decisionCounter(r.decision, r.reason ?? '').inc();
     rate.record(r.decision);
     rejects.noteScan(r);
     opts.metrics.scanLatency.observe((performance.now() - started) / 1000);

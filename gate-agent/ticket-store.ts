@@ -184,6 +184,10 @@ export const TICKET_CACHE_MAX = 500_000;
 /** How often the outbox's sent watermark is written at most (see markSentThrough). */
 export const SENT_WRITE_INTERVAL_MS = 250;
 
+/** The columns of a ticket row, in StoredTicket's shape (the look-up's, and the cache's at open). */
+const TICKET_COLUMNS = `id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason, qr_hash,
+  stream_seq, event_at`;
+
 /** The columns of a check-in row, in CheckinRecord's shape (sent_at is a relic of schema 1 and 2). */
 const CHECKIN_COLUMNS = `seq, id, agent, venue, gate, ticket_id, direction, decision, reason, scanner, method,
   unsynced_ticket, scanned_at`;
@@ -267,10 +271,7 @@ export class TicketStore {
     this.db.pragma('foreign_keys = ON');
     this.migrate();
     this.stmts = {
-      getTicket: this.db.prepare<[string], TicketRow>(
-        `SELECT id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason, qr_hash,
-                stream_seq, event_at FROM tickets WHERE id = ?`,
-      ),
+      getTicket: this.db.prepare<[string], TicketRow>(`SELECT ${TICKET_COLUMNS} FROM tickets WHERE id = ?`),
       // Positional parameters: binding by name costs a lookup per parameter and an object per row, and
       // a fresh agent runs this once per ticket (100,000 times at bootstrap).
       upsertTicket: this.db.prepare<
@@ -391,10 +392,7 @@ export class TicketStore {
 
   private loadTickets(): void {
     const all = this.db
-      .prepare<[number], TicketRow>(
-        `SELECT id, rev, status, holder, tier, seat, gates, valid_from, valid_until, revoked_reason, qr_hash,
-                stream_seq, event_at FROM tickets LIMIT ?`,
-      )
+      .prepare<[number], TicketRow>(`SELECT ${TICKET_COLUMNS} FROM tickets LIMIT ?`)
       .all(TICKET_CACHE_MAX + 1);
     this.ticketsComplete = all.length <= TICKET_CACHE_MAX;
     for (const row of all.slice(0, TICKET_CACHE_MAX)) this.tickets.set(row.id, ticketOf(row));

@@ -26,6 +26,7 @@ import { STREAMS, subjects } from '../../shared/subjects.ts';
 import type { AgentBoard } from '../agent-board.ts';
 import type { HubMetrics } from '../metrics.ts';
 import { type Dispatcher, derivedMessageId } from './dispatcher.ts';
+import { KEEP_ALIVE_SWEEP_MS, keepHeldAlive } from './keep-alive.ts';
 import type { EventType, WebhookMessage } from './model.ts';
 import { ackInNextTurn } from './next-turn.ts';
 
@@ -38,8 +39,6 @@ const FETCH_BATCH = 256;
  * concurrency in flight plus what waits DIRECT_WAIT_MS (worker.ts) for its slots.
  */
 const WINDOW = 256;
-/** An event in progress this long tells the server it is alive (ack_wait is 30 s). */
-const KEEP_ALIVE_MS = 4_000;
 const iso = (ms: number) => new Date(ms).toISOString();
 
 interface SourceSpec {
@@ -82,7 +81,8 @@ export class StreamSource {
 
   async start(): Promise<void> {
     await this.ensureConsumer(false);
-    this.keepAlive = setInterval(() => this.keepHeldAlive(), 1_000);
+    // Events in progress (a slow receiver, a ticket's earlier event) tell the server they are alive.
+    this.keepAlive = setInterval(() => keepHeldAlive(this.held), KEEP_ALIVE_SWEEP_MS);
     this.keepAlive.unref();
     this.idled = !this.deps.dispatcher.wanted(this.spec.types);
     await this.refresh();
@@ -252,16 +252,6 @@ export class StreamSource {
       }
     })();
     this.tails.set(key, run);
-  }
-
-  /** Events held longer than KEEP_ALIVE_MS (a slow receiver, a ticket's earlier event) tell the server. */
-  private keepHeldAlive(): void {
-    const now = Date.now();
-    for (const [m, since] of this.held) {
-      if (now - since < KEEP_ALIVE_MS) continue;
-      m.working();
-      this.held.set(m, now);
-    }
   }
 }
 

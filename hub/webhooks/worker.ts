@@ -24,6 +24,7 @@ import {
 import { errorMessage } from '../../shared/errors.ts';
 import { newId } from '../../shared/ids.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { childCache } from '../../shared/metric-children.ts';
 import type { NatsConnection } from '../../shared/nats.ts';
 import type { PubAcks } from '../../shared/pub-acks.ts';
 import { RetryLoop } from '../../shared/retry-loop.ts';
@@ -34,6 +35,7 @@ import type { HubMetrics } from '../metrics.ts';
 import type { Dispatcher } from './dispatcher.ts';
 import { messageBody } from './dispatcher.ts';
 import type { EndpointStore } from './endpoints.ts';
+import { KEEP_ALIVE_SWEEP_MS, keepHeldAlive } from './keep-alive.ts';
 import type { AttemptRecord, DeadLetter, Delivery, EndpointRecord } from './model.ts';
 import { ackInNextTurn, inNextTurn } from './next-turn.ts';
 import { type BreakerState, CircuitBreaker, TokenBucket } from './rate-limiter.ts';
@@ -42,14 +44,6 @@ import { activeSecrets, webhookHeaders } from './secrets.ts';
 import type { WebhookSender } from './sender.ts';
 
 const NANOS_PER_MS = 1_000_000;
-/**
- * An attempt in flight (waiting behind its ticket's earlier message, for a token, or for the receiver)
- * tells the server it is alive after this many milliseconds, so that it is not redelivered to another hub
- * while ack_wait (at least 10 s) runs.
- */
-const KEEP_ALIVE_MS = 4_000;
-/** Milliseconds between checks for attempts that need a keep-alive. */
-const KEEP_ALIVE_SWEEP_MS = 1_000;
 /** Parked retries plus attempts in flight, per endpoint. Beyond it, new messages wait in the stream. */
 const MAX_ACK_PENDING = 10_000;
 /** Recent attempts kept in memory per endpoint for the dashboard's success rate and latency. */
@@ -206,8 +200,13 @@ export class EndpointWorker {
   /** Milliseconds since the epoch (formatted when health() is asked, not on every attempt). */
   private lastErrorAt: number | null = null;
   private lastAttemptAt: number | null = null;
-  private readonly counters = new Map<string, { inc(): void }>();
-  private readonly timers = new Map<string, { observe(v: number): void }>();
+  /** The attempts counter and latency histogram per pair of labels, each found once. */
+  private readonly counted = childCache((outcome: 'succeeded' | 'failed', next: AttemptRecord['next']) =>
+    this.deps.metrics.webhookDeliveries.labels({ outcome, next }),
+  );
+  private readonly timed = childCache((outcome: 'succeeded' | 'failed') =>
+    this.deps.metrics.webhookLatency.labels({ outcome }),
+  );
   private running = 0;
   private onIdle: (() => void) | undefined;
   private consumer: Consumer | undefined;
@@ -271,12 +270,9 @@ export class EndpointWorker {
   }
 
   private keepTakenAlive(): void {
+    // An attempt in flight (behind its ticket's earlier message, waiting for a token or the receiver).
     const now = Date.now();
-    for (const [m, since] of this.taken) {
-      if (now - since < KEEP_ALIVE_MS) continue;
-      m.working();
-      this.taken.set(m, now);
-    }
+    keepHeldAlive(this.taken, now);
     // Queued deliveries that another hub process took are never seen here: forget them once the
     // queue has been quiet for a while with slots free.
     if (
@@ -654,26 +650,6 @@ export class EndpointWorker {
       next_attempt_at: nextAt === null ? null : new Date(nextAt).toISOString(),
     };
     return attempt;
-  }
-
-  /** The attempts counter for one pair of labels, looked up once (prom-client hashes labels per call). */
-  private counted(outcome: 'succeeded' | 'failed', next: AttemptRecord['next']): { inc(): void } {
-    const key = `${outcome}.${next}`;
-    let c = this.counters.get(key);
-    if (c === undefined) {
-      c = this.deps.metrics.webhookDeliveries.labels({ outcome, next });
-      this.counters.set(key, c);
-    }
-    return c;
-  }
-
-  private timed(outcome: 'succeeded' | 'failed'): { observe(v: number): void } {
-    let h = this.timers.get(outcome);
-    if (h === undefined) {
-      h = this.deps.metrics.webhookLatency.labels({ outcome });
-      this.timers.set(outcome, h);
-    }
-    return h;
   }
 
   private async takeToken(endpoint: EndpointRecord): Promise<void> {
