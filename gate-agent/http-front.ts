@@ -18,12 +18,12 @@
  * main thread was 70% idle: every hand-over between threads waits for a core, and a scan makes two more
  * of them. It is kept, tested, for hosts with cores to spare; it has not been measured on one.
  */
-import { hash } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import type { FastifyInstance } from 'fastify';
 import type { ErrorAnswer } from '../shared/http.ts';
 import type { Logger } from '../shared/logger.ts';
+import { hashToken } from '../shared/token-hash.ts';
 
 /** What the front needs to know, given to the worker at start. */
 interface FrontData {
@@ -97,7 +97,7 @@ export function plainScan(
   if (auth === undefined || !auth.startsWith('Bearer ')) return undefined;
   const token = auth.slice(7).trim();
   if (token === '') return undefined;
-  const scanner = tokens.get(hash('sha256', token, 'hex'));
+  const scanner = tokens.get(hashToken(token));
   if (scanner === undefined) return undefined;
   let value: unknown;
   try {

@@ -7,7 +7,6 @@
  * Fastify is used for its routing, body limits and JSON-schema validation (ajv, compiled once per
  * route), which is faster and stricter than hand-written checks; see docs/architecture.md.
  */
-import { hash, timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Counter } from 'prom-client';
 import { ERROR_CODES, type ErrorCode, type ErrorEnvelope, GatesyncError, toErrorEnvelope } from './errors.ts';
@@ -165,18 +164,7 @@ export function createHttpServer(opts: HttpServerOptions): FastifyInstance {
   return app;
 }
 
-/** sha256 hex of a token: what is stored and compared, never the token itself. */
-export function hashToken(token: string): string {
-  // crypto.hash: one call, no Hash object (it runs on every authenticated request).
-  return hash('sha256', token, 'hex');
-}
-
-/** Constant-time comparison of two sha256 hex digests. */
-export function sameHash(a: string, b: string): boolean {
-  const ab = Buffer.from(a, 'hex');
-  const bb = Buffer.from(b, 'hex');
-  return ab.length === bb.length && timingSafeEqual(ab, bb);
-}
+export { hashToken, sameHash } from './token-hash.ts';
 
 /** The bearer token of a request, or throws `unauthorized`. */
 export function bearerToken(request: FastifyRequest): string {
